@@ -1,0 +1,106 @@
+"""Optimizer registry: one hyperparameter schema for every optimizer, validated construction, and the metadata
+the probes need (stability threshold rule, diagonal preconditioner).
+
+Adding an optimizer takes a few lines::
+
+    register(OptimizerSpec(
+        name="mysgd", factory=lambda params, lr, momentum: MySGD(params, lr=lr, momentum=momentum),
+        hparams=[lr_param(0.01), Param("momentum", 0.9, low=0.0, high=1.0, high_inclusive=False)],
+        doc="...", threshold=lambda hp: (2 + 2 * hp["momentum"]) / hp["lr"]))
+"""
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..params import Param, validate_params
+
+__all__ = ["OptimizerSpec", "register", "list", "schema", "make", "spec", "lr_param"]
+
+
+def lr_param(default: float, low: float = 0.0, high: float = 100.0) -> Param:
+    return Param("lr", default, low=low, high=high, log=True, low_inclusive=False, doc="learning rate")
+
+
+@dataclass
+class OptimizerSpec:
+    """Everything the workbench knows about one optimizer.
+
+    * ``factory(params, **hparams)`` builds the ``torch.optim.Optimizer`` from validated hyperparameters.
+    * ``hparams``: the schema (name, default, bounds, log scale, choices) that drives validation and widgets.
+    * ``check(hparams)``: optional cross-field validation (raise ``ValueError`` naming the field).
+    * ``to_group(hparams)``: maps schema names to ``param_group`` keys for a live hyperparameter change
+      (default: identity); ``None`` values mean "not settable live".
+    * ``threshold(hparams)``: the stability threshold on (preconditioned, if ``preconditioned``) sharpness, e.g.
+      2/lr for gradient descent; ``None`` when no such rule is known.
+    * ``preconditioner(optimizer)``: list of per-parameter diagonal preconditioners P (update = P^-1 m), for
+      adaptive methods.
+    * ``needs_closure``: ``step(closure)`` must be given a closure that recomputes the loss (and gradients).
+    """
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    hparams: builtins.list[Param]
+    doc: str = ""
+    family: str = "first-order"
+    source: str = "torch"
+    reference: str = ""
+    check: Callable[[dict], None] | None = None
+    to_group: Callable[[dict], dict] | None = None
+    threshold: Callable[[dict], float | None] | None = None
+    preconditioned: bool = False
+    preconditioner: Callable[[torch.optim.Optimizer], builtins.list[torch.Tensor] | None] | None = None
+    needs_closure: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def validate(self, hparams: dict) -> dict:
+        values = validate_params(self.hparams, hparams, owner=f"optimizer {self.name!r}")
+        if self.check is not None:
+            self.check(values)
+        return values
+
+    def group_values(self, hparams: dict) -> dict:
+        return self.to_group(hparams) if self.to_group is not None else dict(hparams)
+
+    def stability_threshold(self, hparams: dict) -> float | None:
+        return None if self.threshold is None else self.threshold(hparams)
+
+
+_REGISTRY: dict[str, OptimizerSpec] = {}
+
+
+def register(spec: OptimizerSpec) -> OptimizerSpec:
+    names = [p.name for p in spec.hparams]
+    if len(set(names)) != len(names):
+        raise ValueError(f"optimizer {spec.name!r} declares a hyperparameter twice: {names}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list(family: str | None = None) -> builtins.list[str]:  # noqa: A001 - the public name is `list`
+    """Registered optimizer names (optionally one family)."""
+    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+
+
+def spec(name: str) -> OptimizerSpec:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"optimizer={name!r} is not a known optimizer; known optimizers: {list()}")
+    return _REGISTRY[name]
+
+
+def schema(name: str) -> builtins.list[Param]:
+    """The hyperparameter specs of optimizer ``name``: name, default, bounds, log scale, choices."""
+    return builtins.list(spec(name).hparams)
+
+
+def make(name: str, params: Iterable, **hparams: Any) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` over ``params`` with validated hyperparameters (defaults fill the rest)."""
+    s = spec(name)
+    values = s.validate(hparams)
+    opt = s.factory(params, **values)
+    opt.workbench_spec = s
+    opt.workbench_hparams = values
+    return opt

@@ -1,0 +1,505 @@
+"""The run loop: ``wb.train(...)`` steps an optimizer on a problem, calls probes on their schedules, detects
+divergence, can be stopped or hot-swapped between steps, streams every step to a callback and materialises an
+xarray record.
+
+Step convention: ``loss[t]`` is the mini-batch (or full-batch) loss at θ_t, the parameters *before* update t;
+probes measured at probe step t see the same θ_t. After the last update the probes run once more at θ_T
+(step ``T`` = number of updates done), so a finished run of ``steps`` updates has probe steps up to ``steps``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import optim as _optim
+from ._validate import check_float, check_int, resolve_device
+from .params import validate_params
+from .probes.base import Probe, ProbeContext, as_numpy
+from .problems import Problem
+from .records import SCHEMA_VERSION
+
+__all__ = ["train", "Run", "RunCrashed", "STATUSES"]
+
+STATUSES = ("pending", "running", "finished", "diverged", "stopped", "crashed")
+
+STEP_VARS = {
+    "loss": ("training loss", "loss at θ_t on the batch used for update t (the full training set for batch_size=None)"),
+    "lr": ("learning rate", "learning rate used for update t (after schedule and hot swaps)"),
+    "grad_norm": ("gradient norm", "‖∇L(θ_t)‖ of the batch gradient used for update t"),
+    "wall_time": ("wall time", "seconds since the run started, at the end of step t (probe time included)"),
+}
+
+
+class RunCrashed(RuntimeError):
+    """A run raised an exception; ``.run`` holds the Run with everything recorded before the error."""
+
+    def __init__(self, message: str, run: "Run"):
+        super().__init__(message)
+        self.run = run
+
+
+@contextmanager
+def isolated(model: torch.nn.Module, params: Sequence[torch.Tensor]):
+    """Restore mode, parameters, buffers (BatchNorm statistics), gradients and RNG state on exit."""
+    modes = [m.training for m in model.modules()]
+    saved_params = [p.detach().clone() for p in params]
+    saved_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    saved_bufs = [b.detach().clone() for b in model.buffers()]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mode in zip(model.modules(), modes):
+                m.training = mode
+            for p, s in zip(params, saved_params):
+                p.copy_(s)
+            for p, g in zip(params, saved_grads):
+                p.grad = g
+            for b, s in zip(model.buffers(), saved_bufs):
+                b.copy_(s)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+class _ProbeSlot:
+    def __init__(self, probe: Probe, name: str):
+        self.probe = probe
+        self.name = name
+        self.steps: list[int] = []
+        self.values: dict[str, list] = {}
+        self.seconds: list[float] = []
+        self.vars = {}
+
+
+class Run:
+    """One training run. Create it with :func:`train`.
+
+    ``status`` is one of pending | running | finished | diverged | stopped | crashed. ``record`` builds the
+    xarray record from whatever has been recorded so far (safe to call while running). ``stop()`` is honoured
+    before the next step; ``hot_swap(...)`` changes the learning rate, any hyperparameter or the optimizer itself
+    between two steps.
+    """
+
+    def __init__(self, problem: Problem, optimizer: str = "gd", lr: float | None = None, steps: int = 100,
+                 batch_size: int | None = None, seed: int = 0, device: Any = "auto",
+                 probes: Sequence[Probe] = (), callback: Callable[[dict], Any] | None = None,
+                 schedule: str = "constant", warmup: int = 0, min_lr_ratio: float = 0.0,
+                 max_loss: float | None = None, progress: bool | None = None, **hparams):
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a workbench Problem (from wb.problems.make); got {type(problem).__name__}")
+        self.problem = problem
+        self.steps = check_int("steps", steps, 1, 10**9)
+        self.seed = check_int("seed", seed, 0, 2**31 - 1)
+        n_train = len(problem.train)
+        self.batch_size = check_int("batch_size", batch_size, 1, n_train, allow_none=True)
+        if self.batch_size == n_train:
+            self.batch_size = None
+        sched = validate_params(_optim.SCHEDULE_PARAMS, {"schedule": schedule, "warmup": warmup,
+                                                          "min_lr_ratio": min_lr_ratio}, owner="train")
+        self.schedule = sched
+        self.max_loss = check_float("max_loss", max_loss, 0.0, None, low_inclusive=False, allow_none=True)
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable(dict) or None; got {type(callback).__name__}")
+        self.callback = callback
+        self.progress = progress
+        self.device = resolve_device(device)
+        spec = _optim.spec(optimizer)
+        if lr is not None:
+            hparams["lr"] = lr
+        self.optimizer_name = spec.name
+        self.hparams = spec.validate(hparams)
+
+        probes = list(probes or [])
+        for p in probes:
+            if not isinstance(p, Probe):
+                raise ValueError(f"probes must be workbench Probe instances; got {type(p).__name__}")
+        self._slots: list[_ProbeSlot] = []
+        used = set()
+        for p in probes:
+            name, k = p.name, 2
+            while name in used:
+                name, k = f"{p.name}_{k}", k + 1
+            used.add(name)
+            p.name = name
+            self._slots.append(_ProbeSlot(p, name))
+
+        self.model = problem.copy_model().to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = _optim.make(self.optimizer_name, self.params, **self.hparams)
+        self.base_lr = self.hparams["lr"]
+        self.status = "pending"
+        self.error: BaseException | None = None
+        self.error_traceback: str | None = None
+        self.diverged_at: int | None = None
+        self.step = 0
+        self.events: list[dict] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._pending: list[dict] = []
+        self._hist: dict[str, list] = {k: [] for k in STEP_VARS}
+        self._hist["optimizer"] = []
+        self._thread: threading.Thread | None = None
+        self._t0 = None
+        self._done = threading.Event()
+        self.config = {
+            "problem": problem.config(), "optimizer": self.optimizer_name, "hparams": dict(self.hparams),
+            "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed, "device": str(self.device),
+            "schedule": dict(sched), "max_loss": self.max_loss,
+            "probes": [s.probe.config() for s in self._slots],
+        }
+
+    # -- control -------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to stop; honoured before the next step (status becomes "stopped")."""
+        self._stop.set()
+
+    def hot_swap(self, optimizer: str | None = None, **hparams) -> None:
+        """Change the optimizer and/or hyperparameters between two steps.
+
+        Hyperparameters alone are changed in place (optimizer state kept); a new optimizer starts with fresh
+        state, keeping the parameters. Validated now (ValueError naming the field), applied before the next step
+        and recorded in ``events``.
+        """
+        name = self.optimizer_name if optimizer is None else optimizer
+        spec = _optim.spec(name)
+        base = dict(self.hparams) if name == self.optimizer_name else {}
+        if name != self.optimizer_name and "lr" not in hparams:
+            base["lr"] = self.base_lr
+        base = {k: v for k, v in base.items() if k in {p.name for p in spec.hparams}}
+        merged = spec.validate({**base, **hparams})
+        with self._lock:
+            self._pending.append({"optimizer": name, "hparams": merged, "changed": sorted(hparams)})
+        if self.status in ("finished", "diverged", "stopped", "crashed"):
+            self._apply_pending()
+
+    def start(self) -> "Run":
+        """Run in a background thread (for apps); returns immediately."""
+        if self.status != "pending":
+            raise RuntimeError(f"run already started (status {self.status!r})")
+        self.status = "running"
+        self._thread = threading.Thread(target=self._run_safely, name=f"workbench-run-{id(self)}", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> "Run":
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self
+
+    def run(self) -> "Run":
+        """Run in this thread (blocking, with a tqdm progress bar unless ``progress=False``)."""
+        if self.status != "pending":
+            raise RuntimeError(f"run already started (status {self.status!r})")
+        self.status = "running"
+        try:
+            self._loop(show_progress=self.progress is not False)
+        except KeyboardInterrupt:
+            self._finish("stopped")
+        except Exception as exc:  # crash: keep the record, re-raise with the run attached
+            self._crash(exc)
+            raise RunCrashed(f"run crashed at step {self.step}: {type(exc).__name__}: {exc} "
+                             "(everything recorded before it is in err.run.record)", self) from exc
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "diverged", "stopped", "crashed")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    # -- live access ---------------------------------------------------------------------------------------
+    def history(self, since: int = 0) -> dict[str, list]:
+        """Per-step values from step ``since`` on (a copy, thread-safe), plus each probe's recent values."""
+        with self._lock:
+            out = {k: list(v[since:]) for k, v in self._hist.items()}
+            out["step"] = list(range(since, since + len(out["loss"])))
+        return out
+
+    def probe_history(self, name: str) -> dict[str, list]:
+        with self._lock:
+            for s in self._slots:
+                if s.name == name:
+                    return {"step": list(s.steps), **{k: list(v) for k, v in s.values.items()}}
+        raise ValueError(f"no probe named {name!r}; probes: {[s.name for s in self._slots]}")
+
+    @property
+    def probe_names(self) -> list[str]:
+        return [s.name for s in self._slots]
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def _run_safely(self):
+        try:
+            self._loop(show_progress=bool(self.progress))
+        except Exception as exc:
+            self._crash(exc)
+
+    def _crash(self, exc: BaseException):
+        self.error = exc
+        self.error_traceback = traceback.format_exc()
+        self._finish("crashed")
+
+    def _finish(self, status: str):
+        with self._lock:
+            self.status = status
+        self._done.set()
+
+    def _batches(self, x, y, gen):
+        n = x.shape[0]
+        if self.batch_size is None:
+            while True:
+                yield x, y
+        bs = self.batch_size
+        while True:
+            perm = torch.randperm(n, generator=gen).to(x.device)
+            for i in range(0, n - bs + 1, bs):     # drop the last partial batch: equal-size steps
+                idx = perm[i:i + bs]
+                yield x[idx], y[idx]
+
+    def _apply_pending(self):
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for change in pending:
+            name, hp = change["optimizer"], change["hparams"]
+            spec = _optim.spec(name)
+            if name != self.optimizer_name:
+                self.optimizer = _optim.make(name, self.params, **hp)
+                state = "reset"
+            else:
+                group_vals = spec.group_values(hp)
+                for g in self.optimizer.param_groups:
+                    for k, v in group_vals.items():
+                        if k in g:
+                            g[k] = v
+                self.optimizer.workbench_hparams = hp
+                state = "kept"
+            self.optimizer_name, self.hparams, self.base_lr = name, dict(hp), hp["lr"]
+            ev = {"step": self.step, "optimizer": name, "hparams": dict(hp), "changed": change["changed"],
+                  "state": state}
+            with self._lock:
+                self.events.append(ev)
+            self.config["events"] = self.events
+
+    def _set_lr(self, t):
+        lr = self.base_lr * _optim.lr_factor(t, self.steps, **self.schedule)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _probe(self, ctx: ProbeContext, step: int, final: bool):
+        results = []
+        for slot in self._slots:
+            if not (final or slot.probe.due(step)):
+                continue
+            t0 = time.perf_counter()
+            with isolated(self.model, self.params):
+                vals = slot.probe.measure(ctx)
+            results.append((slot, vals, time.perf_counter() - t0))
+        return results
+
+    def _store_probe(self, ctx, results, step):
+        rows = {}
+        for slot, vals, secs in results:
+            if slot.steps and slot.steps[-1] == step:
+                continue
+            t0 = time.perf_counter()
+            with isolated(self.model, self.params):
+                slot.probe.after_update(ctx, vals)
+            secs += time.perf_counter() - t0
+            with self._lock:
+                slot.steps.append(step)
+                slot.seconds.append(secs)
+                for k in slot.vars:
+                    slot.values.setdefault(k, []).append(vals.get(k, math.nan))
+            for k, v in vals.items():
+                rows[f"{slot.name}.{k}" if k in rows else k] = v
+        return rows
+
+    def _loop(self, show_progress: bool):
+        dev = self.device
+        self._t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            gen = torch.Generator().manual_seed(self.seed)
+            x, y = self.problem.data("train", device=dev)
+            batches = self._batches(x, y, gen)
+            ctx = ProbeContext(self)
+            with isolated(self.model, self.params):
+                for slot in self._slots:
+                    slot.probe.setup(ctx)
+                    slot.vars = slot.probe.variables(ctx)
+            bar = None
+            if show_progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=self.steps, desc=f"{self.problem.name} · {self.optimizer_name}", leave=False)
+            loss_ref = None
+            last_bar = 0.0
+            try:
+                for t in range(self.steps):
+                    if self._stop.is_set():
+                        break
+                    self.step = t
+                    if self._pending:
+                        self._apply_pending()
+                    lr = self._set_lr(t)
+                    batch = next(batches)
+                    self.model.train()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss_t = self.problem.loss(self.model, batch)
+                    loss = float(loss_t.detach())
+                    if loss_ref is None:
+                        loss_ref = abs(loss) if math.isfinite(loss) else 1.0
+                    limit = self.max_loss if self.max_loss is not None else 1e8 * max(1.0, loss_ref)
+                    if not math.isfinite(loss) or loss > limit:
+                        self._append_step(loss, lr, math.nan)
+                        self.diverged_at = t
+                        self._finish_loop("diverged")
+                        return
+                    loss_t.backward()
+                    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+                    gnorm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
+                    ctx.step, ctx.final, ctx.batch, ctx.loss = t, False, batch, loss
+                    ctx._grad = None
+                    if any(s.probe.due(t) for s in self._slots):
+                        ctx._grad = torch.cat([g.detach().reshape(-1) for g in grads])
+                    results = self._probe(ctx, t, final=False)
+                    if self.spec.needs_closure:
+                        def closure():
+                            self.optimizer.zero_grad(set_to_none=True)
+                            l_ = self.problem.loss(self.model, batch)
+                            l_.backward()
+                            return l_
+                        self.optimizer.step(closure)
+                    else:
+                        self.optimizer.step()
+                    rows = self._store_probe(ctx, results, t)
+                    pnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.detach() for p in self.params])))
+                    self._append_step(loss, lr, gnorm)
+                    if self.callback is not None:
+                        if self.callback({"step": t, "loss": loss, "lr": lr, "grad_norm": gnorm, **rows}) is False:
+                            self._stop.set()
+                    if not torch.isfinite(pnorm):
+                        self.diverged_at = t + 1
+                        self._finish_loop("diverged")
+                        return
+                    if bar is not None:
+                        bar.update(1)
+                        now = time.perf_counter()
+                        if now - last_bar > 0.2:
+                            bar.set_postfix(loss=f"{loss:.4g}")
+                            last_bar = now
+                self.step = len(self._hist["loss"])
+                # final probes at θ_T
+                ctx.step, ctx.final, ctx.batch, ctx._grad = self.step, True, None, None
+                if self._slots:
+                    self._store_probe(ctx, self._probe(ctx, self.step, final=True), self.step)
+                self._finish_loop("stopped" if self._stop.is_set() and self.step < self.steps else "finished")
+            finally:
+                if bar is not None:
+                    bar.close()
+
+    @property
+    def spec(self):
+        return _optim.spec(self.optimizer_name)
+
+    def _append_step(self, loss, lr, gnorm):
+        with self._lock:
+            self._hist["loss"].append(loss)
+            self._hist["lr"].append(lr)
+            self._hist["grad_norm"].append(gnorm)
+            self._hist["wall_time"].append(time.perf_counter() - self._t0)
+            self._hist["optimizer"].append(self.optimizer_name)
+
+    def _finish_loop(self, status):
+        self._finish(status)
+
+    # -- record --------------------------------------------------------------------------------------------
+    @property
+    def record(self) -> xr.Dataset:
+        """The run so far as an ``xarray.Dataset`` (schema in :mod:`workbench.records`)."""
+        with self._lock:
+            hist = {k: list(v) for k, v in self._hist.items()}
+            slots = [(s, list(s.steps), {k: list(v) for k, v in s.values.items()}, list(s.seconds))
+                     for s in self._slots]
+            events = [dict(e) for e in self.events]
+            status = self.status
+        n = len(hist["loss"])
+        data_vars = {}
+        coords = {"step": ("step", np.arange(n), {"long_name": "training step",
+                                                  "description": "0-based index of the update"})}
+        for k, (ln, desc) in STEP_VARS.items():
+            data_vars[k] = ("step", np.asarray(hist[k], dtype=np.float64),
+                            {"long_name": ln, "description": desc})
+        data_vars["optimizer"] = ("step", np.asarray(hist["optimizer"], dtype=object),
+                                  {"long_name": "optimizer", "description": "optimizer used for update t"})
+        attrs_extra = {}
+        for slot, steps, values, seconds in slots:
+            dim = f"{slot.name}_step"
+            coords[dim] = (dim, np.asarray(steps, dtype=np.int64),
+                           {"long_name": f"{slot.name} probe step", "description": f"steps at which probe "
+                            f"{slot.name!r} ({type(slot.probe).__name__}, every {slot.probe.every}) measured"})
+            for k, var in slot.vars.items():
+                vals = values.get(k, [])
+                shape = tuple(len(np.atleast_1d(var.coords[d])) for d in var.dims) if var.dims else ()
+                arr = np.stack([as_numpy(v).reshape(shape) for v in vals]).astype(var.dtype) if vals else \
+                    np.zeros((0,) + shape, dtype=var.dtype)
+                for d in var.dims:
+                    if d in var.coords and d not in coords:
+                        coords[d] = (d, np.asarray(var.coords[d]))
+                attrs = {"long_name": var.long_name, "description": var.description, "probe": slot.name}
+                if var.units:
+                    attrs["units"] = var.units
+                data_vars[k] = ((dim, *var.dims), arr, attrs)
+            data_vars[f"{slot.name}_seconds"] = (dim, np.asarray(seconds, dtype=np.float64), {
+                "long_name": f"{slot.name} probe cost", "units": "s",
+                "description": f"wall-clock seconds spent in probe {slot.name!r} at each of its steps"})
+            for ak, av in slot.probe.attrs().items():
+                attrs_extra[f"{slot.name}_{ak}"] = av
+        import workbench
+        attrs = {
+            "workbench_schema": SCHEMA_VERSION, "config": json.dumps(self.config, default=str),
+            "problem": self.problem.name, "optimizer": self.config["optimizer"], "seed": self.seed,
+            "device": str(self.device), "status": status, "steps_requested": self.steps, "steps_done": n,
+            "diverged_at": -1 if self.diverged_at is None else self.diverged_at,
+            "events": json.dumps(events, default=str),
+            "versions": json.dumps({"workbench": workbench.__version__, "torch": torch.__version__,
+                                    "numpy": np.__version__, "xarray": xr.__version__,
+                                    "python": platform.python_version()}),
+            **attrs_extra,
+        }
+        if self.error is not None:
+            attrs["error"] = f"{type(self.error).__name__}: {self.error}"
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def train(problem: Problem, optimizer: str = "gd", lr: float | None = None, steps: int = 100,
+          batch_size: int | None = None, seed: int = 0, device: Any = "auto", probes: Sequence[Probe] = (),
+          callback: Callable[[dict], Any] | None = None, background: bool = False, **kwargs) -> Run:
+    """Train a copy of ``problem.model`` and return the :class:`Run`.
+
+    ``optimizer`` is any name from ``wb.optimizers.list()``; its hyperparameters (``momentum=0.9``,
+    ``beta1=0.95``, ...) are keyword arguments, validated against ``wb.optimizers.schema(optimizer)``
+    (``lr=None`` uses the schema default). ``batch_size=None`` is full batch. ``schedule`` (constant | cosine |
+    linear | step), ``warmup`` and ``min_lr_ratio`` set the learning-rate schedule. ``callback(dict)`` receives
+    every step's values (return ``False`` to stop). ``background=True`` starts a thread and returns at once;
+    otherwise the call blocks with a progress bar (``progress=False`` hides it).
+
+    A run diverges when the loss or the parameters become non-finite, or the loss exceeds ``max_loss``
+    (default 1e8 × max(1, initial loss)); everything before is kept. The problem's own model is not modified.
+    """
+    run = Run(problem, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed, device=device,
+              probes=probes, callback=callback, **kwargs)
+    return run.start() if background else run.run()
