@@ -166,11 +166,13 @@ class Run:
         """Ask the run to stop; honoured before the next step (status becomes "stopped")."""
         self._stop.set()
 
-    def hot_swap(self, optimizer: str | None = None, **hparams) -> None:
+    def hot_swap(self, optimizer: str | None = None, carry_state: bool = True, **hparams) -> None:
         """Change the optimizer and/or hyperparameters between two steps.
 
         Hyperparameters alone are changed in place (optimizer state kept); a new optimizer starts with fresh
-        state, keeping the parameters. Validated now (ValueError naming the field), applied before the next step
+        state, keeping the parameters, except that ``carry_state=True`` carries the moments between optimizers
+        with the same state layout (e.g. adam <-> adamw); the event's ``state`` says "kept", "carried" or
+        "reset". Validated now (ValueError naming the field), applied before the next step
         and recorded in ``events``.
         """
         name = self.optimizer_name if optimizer is None else optimizer
@@ -181,7 +183,8 @@ class Run:
         base = {k: v for k, v in base.items() if k in {p.name for p in spec.hparams}}
         merged = spec.validate({**base, **hparams})
         with self._lock:
-            self._pending.append({"optimizer": name, "hparams": merged, "changed": sorted(hparams)})
+            self._pending.append({"optimizer": name, "hparams": merged, "changed": sorted(hparams),
+                                  "carry_state": bool(carry_state)})
         if self.status in ("finished", "diverged", "stopped", "crashed"):
             self._apply_pending()
 
@@ -276,16 +279,27 @@ class Run:
             name, hp = change["optimizer"], change["hparams"]
             spec = _optim.spec(name)
             if name != self.optimizer_name:
-                self.optimizer = _optim.make(name, self.params, **hp)
-                state = "reset"
+                old_opt, self.optimizer = self.optimizer, _optim.make(name, self.params, **hp)
+                state = "reset"   # carried only between optimizers declaring the same state layout (adam<->adamw)
+                if change.get("carry_state", True) and _optim.state_compatible(self.optimizer_name, name) \
+                        and _optim.carry_state(old_opt, self.optimizer):
+                    state = "carried"
             else:
                 group_vals = spec.group_values(hp)
-                for g in self.optimizer.param_groups:
-                    for k, v in group_vals.items():
-                        if k in g:
-                            g[k] = v
-                self.optimizer.workbench_hparams = hp
-                state = "kept"
+                old_vals = spec.group_values(self.hparams)
+                live = set().union(*(g.keys() for g in self.optimizer.param_groups))
+                if any(k not in live and old_vals.get(k) != v for k, v in group_vals.items()):
+                    # a construction-time setting changed (e.g. Sophia's update_period): rebuild, carrying state
+                    old_opt, self.optimizer = self.optimizer, _optim.make(name, self.params, **hp)
+                    _optim.carry_state(old_opt, self.optimizer)
+                    state = "rebuilt, state carried"
+                else:
+                    for g in self.optimizer.param_groups:
+                        for k, v in group_vals.items():
+                            if k in g:
+                                g[k] = v
+                    self.optimizer.workbench_hparams = hp
+                    state = "kept"
             self.optimizer_name, self.hparams, self.base_lr = name, dict(hp), hp["lr"]
             ev = {"step": self.step, "optimizer": name, "hparams": dict(hp), "changed": change["changed"],
                   "state": state}
@@ -305,8 +319,8 @@ class Run:
             if not (final or slot.probe.due(step)):
                 continue
             t0 = time.perf_counter()
-            with isolated(self.model, self.params):
-                vals = slot.probe.measure(ctx)
+            with isolated(self.model, self.params), _optim.eval_params(self.optimizer):
+                vals = slot.probe.measure(ctx)   # Schedule-Free: probes see the evaluation point x
             results.append((slot, vals, time.perf_counter() - t0))
         return results
 
@@ -316,7 +330,7 @@ class Run:
             if slot.steps and slot.steps[-1] == step:
                 continue
             t0 = time.perf_counter()
-            with isolated(self.model, self.params):
+            with isolated(self.model, self.params), _optim.eval_params(self.optimizer):
                 slot.probe.after_update(ctx, vals)
             secs += time.perf_counter() - t0
             with self._lock:
@@ -377,10 +391,12 @@ class Run:
                         ctx._grad = torch.cat([g.detach().reshape(-1) for g in grads])
                     results = self._probe(ctx, t, final=False)
                     if self.spec.needs_closure:
-                        def closure():
+                        def closure(backward: bool = True, create_graph: bool = False):
+                            # backward=False: forward only (zeroth-order); create_graph: Hessian refresh (Sophia)
                             self.optimizer.zero_grad(set_to_none=True)
                             l_ = self.problem.loss(self.model, batch)
-                            l_.backward()
+                            if backward:
+                                l_.backward(create_graph=create_graph)
                             return l_
                         self.optimizer.step(closure)
                     else:
