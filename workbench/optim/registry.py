@@ -104,3 +104,32 @@ def make(name: str, params: Iterable, **hparams: Any) -> torch.optim.Optimizer:
     opt.workbench_spec = s
     opt.workbench_hparams = values
     return opt
+
+
+# -- additive hooks used by the run loop (issue 7) -------------------------------------------------------------
+def eval_params(optimizer: torch.optim.Optimizer):
+    """Context in which the parameters hold the point to *evaluate* (Schedule-Free: the average x instead of the
+    training point y); a no-op for every other optimizer. Use it around probes and evaluation."""
+    import contextlib
+
+    s = getattr(optimizer, "workbench_spec", None)
+    hook = None if s is None else s.extra.get("eval_params")
+    return hook(optimizer) if hook is not None else contextlib.nullcontext()
+
+
+def state_compatible(old: str, new: str) -> bool:
+    """Whether a hot swap from optimizer ``old`` to ``new`` can carry the per-parameter state (same layout and
+    meaning, e.g. adam <-> adamw <-> radam moments); declared by ``extra["state_family"]``."""
+    a, b = spec(old).extra.get("state_family"), spec(new).extra.get("state_family")
+    return a is not None and a == b
+
+
+def carry_state(old_opt: torch.optim.Optimizer, new_opt: torch.optim.Optimizer) -> int:
+    """Copy per-parameter state tensors from ``old_opt`` to ``new_opt`` (same parameters); returns how many
+    parameters had state carried."""
+    n = 0
+    for p, st in old_opt.state.items():
+        if isinstance(p, torch.Tensor) and st:
+            new_opt.state[p] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+            n += 1
+    return n
