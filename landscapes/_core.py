@@ -1,0 +1,309 @@
+"""Shared machinery: flat parameter vectors, model-state preservation, data handling, batched grid evaluation.
+
+The grid evaluator computes ``loss(model with θ = center + Σ_i c_i d_i, batch)`` for many coefficient vectors ``c``
+at once with ``torch.func.functional_call`` + ``torch.func.vmap`` (the model's own parameters are never written),
+chunked so that one chunk's activations fit a memory budget, and falls back to a plain loop (with a warning that
+says why) where vmap cannot run the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import numbers
+import warnings
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["trainable", "flatten", "unflatten_to_dict", "flat_params", "preserved", "as_batches",
+           "GridEvaluator", "resolve_loss", "DEFAULT_MEMORY"]
+
+DEFAULT_MEMORY = 1 << 30          # bytes of intermediate activations one vmap chunk may use
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+if hasattr(nn, "RMSNorm"):
+    _NORM_TYPES = _NORM_TYPES + (nn.RMSNorm,)
+
+
+# -- parameters ---------------------------------------------------------------------------------------------
+def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the trainable parameters, in ``model.parameters()`` order (the trajectory order)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for _, p in trainable(model)])
+
+
+def flatten(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten_to_dict(flat: torch.Tensor, names: Sequence[str], shapes: Sequence[torch.Size]) -> dict:
+    out, i = {}, 0
+    for n, s in zip(names, shapes):
+        k = math.prod(s)
+        out[n] = flat[..., i:i + k].reshape(*flat.shape[:-1], *s)
+        i += k
+    return out
+
+
+def norm_layer_param_names(model: nn.Module) -> set[str]:
+    """Names of parameters that belong to normalization layers (BatchNorm, LayerNorm, GroupNorm, ...)."""
+    names = set()
+    for mname, mod in model.named_modules():
+        if isinstance(mod, _NORM_TYPES):
+            for pname, _ in mod.named_parameters(recurse=False):
+                names.add(f"{mname}.{pname}" if mname else pname)
+    return names
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module):
+    """Restore every module's train/eval flag, all buffers (e.g. BatchNorm running statistics), parameter values
+    and the CPU/CUDA RNG state on exit. Parameters are compared by a cheap snapshot only if they change."""
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = sorted({p.device.index for p in model.parameters() if p.device.type == "cuda"} - {None})
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            for m, t in modes:
+                m.train(t)
+            with torch.no_grad():
+                for b, v in buffers:
+                    b.copy_(v)
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+def _is_single_batch(data) -> bool:
+    return (isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0])
+            and torch.is_tensor(data[1]))
+
+
+def as_batches(data) -> Iterable[tuple]:
+    """One batch ``(x, y)`` -> a one-element list; any other iterable of batches is passed through."""
+    if _is_single_batch(data):
+        return [tuple(data)]
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise ValueError("data must be one batch (x, y) of tensors or an iterable of such batches; "
+                         f"got {type(data).__name__}")
+    return data
+
+
+def batch_size_of(batch) -> int:
+    x = batch[0]
+    return int(x.shape[0]) if torch.is_tensor(x) and x.dim() > 0 else 1
+
+
+def to_device(batch, device):
+    return tuple(t.to(device) if torch.is_tensor(t) else t for t in batch)
+
+
+# -- loss ---------------------------------------------------------------------------------------------------
+def resolve_loss(loss, metrics=None):
+    """Return ``(loss_of_model, output_fn, metrics)``.
+
+    ``loss`` may be a callable ``loss(model, batch) -> scalar``, a bound ``Problem.loss`` or a ``Problem``. For the
+    latter two the model output is computed once and fed to ``problem.loss_fn`` and the problem's metrics (e.g.
+    accuracy). ``metrics`` (a dict name -> fn(outputs, targets)) overrides the problem's; ``metrics={}`` turns them
+    off. With a plain callable loss, ``metrics`` cannot be used (there is no access to the outputs).
+    """
+    from workbench.problems import Problem
+
+    prob = loss if isinstance(loss, Problem) else getattr(loss, "__self__", None)
+    if isinstance(prob, Problem) and (loss is prob or getattr(loss, "__func__", None) is Problem.loss):
+        mets = dict(prob.metrics) if metrics is None else dict(metrics)
+        return prob.loss, prob.loss_fn, mets
+    if not callable(loss):
+        raise ValueError(f"loss must be a callable loss(model, batch) -> scalar or a Problem; got {type(loss).__name__}")
+    if metrics:
+        raise ValueError("metrics need the model outputs: pass the problem's loss (prob.loss) or the Problem itself, "
+                         "not a plain callable, when asking for metrics")
+    return loss, None, {}
+
+
+class _Objective(nn.Module):
+    """Wraps ``model`` so that ``functional_call`` can swap its parameters while a user loss calls ``model(x)``."""
+
+    def __init__(self, model, loss, loss_fn, metrics):
+        super().__init__()
+        self.model = model
+        self._loss = loss
+        self._loss_fn = loss_fn
+        self._metrics = metrics
+
+    def forward(self, x, y):
+        if self._loss_fn is None:
+            return self._loss(self.model, (x, y)).reshape(1)
+        out = self.model(x)
+        vals = [self._loss_fn(out, y).reshape(())]
+        vals += [fn(out, y).to(vals[0].dtype).reshape(()) for fn in self._metrics.values()]
+        return torch.stack(vals)
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------
+class GridEvaluator:
+    """Evaluate loss (and metrics) at ``center + coeffs @ D`` for many coefficient rows, batched with vmap.
+
+    ``D`` is a ``(k, n)`` tensor of flat directions in the order of the model's trainable parameters.
+    ``mode``: "eval" (default: BatchNorm uses running statistics, dropout off) or "train" (BatchNorm uses batch
+    statistics of each grid point, dropout active). ``method``: "auto" (vmap, loop fallback), "vmap", or "loop".
+    """
+
+    def __init__(self, model: nn.Module, loss, data, *, mode: str = "eval", method: str = "auto",
+                 metrics=None, chunk_size: int | None = None, max_memory: int | None = None,
+                 progress: bool | None = None, device=None, desc: str = "landscape"):
+        self.model = model
+        self.loss, self.loss_fn, self.metrics = resolve_loss(loss, metrics)
+        self.quantities = ["loss"] + list(self.metrics)
+        self.data = as_batches(data)
+        self.mode = mode
+        self.method = method
+        self.chunk_size = chunk_size
+        self.max_memory = DEFAULT_MEMORY if max_memory is None else max_memory
+        self.progress = progress
+        self.desc = desc
+        params = trainable(model)
+        self.names = [n for n, _ in params]
+        self.shapes = [p.shape for _, p in params]
+        self.device = params[0][1].device if params else torch.device("cpu")
+        self.dtype = params[0][1].dtype if params else torch.float32
+        self.used_method = None
+        self.used_chunk = None
+        self.fallback_reason = None
+
+    # memory estimate per grid point: the activations of one forward pass on the largest batch, plus θ itself
+    def _per_point_bytes(self, batch, n_params: int) -> int:
+        total = [0]
+
+        def hook(_m, _i, out):
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if torch.is_tensor(t):
+                    total[0] += t.numel() * t.element_size()
+
+        handles = [m.register_forward_hook(hook) for m in self.model.modules()]
+        try:
+            with torch.no_grad():
+                self.model(batch[0])
+        except Exception:  # the model may not take x alone; fall back to a generous guess
+            total[0] = 8 * batch_size_of(batch) * 1024
+        finally:
+            for h in handles:
+                h.remove()
+        return 2 * total[0] + 2 * n_params * 4 + 1
+
+    def __call__(self, center: torch.Tensor, D: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+        """Return ``(len(quantities), n_points)`` batch-size-weighted means over the data."""
+        n_points = coeffs.shape[0]
+        center = center.to(self.device, self.dtype)
+        D = D.to(self.device, self.dtype)
+        coeffs = coeffs.to(self.device, self.dtype)
+        totals = torch.zeros(len(self.quantities), n_points, dtype=torch.float64)
+        count = 0
+        with preserved(self.model), torch.no_grad():
+            self.model.train(self.mode == "train")
+            obj_model = self.model
+            if self.mode == "train" and has_batchnorm(self.model) and self.method != "loop":
+                # vmap cannot update running statistics in place: evaluate a copy whose BatchNorm layers use batch
+                # statistics without tracking (the caller's model and its buffers are not touched)
+                obj_model = copy.deepcopy(self.model)
+                torch.func.replace_all_batch_norm_modules_(obj_model)
+                obj_model.train(True)
+            objective = _Objective(obj_model, self.loss, self.loss_fn, self.metrics)
+            buffers = {"model." + n: b for n, b in obj_model.named_buffers()}
+            batches_iter = iter(self.data)
+            bar = None
+            try:
+                for bi, batch in enumerate(batches_iter):
+                    batch = to_device(batch, self.device)
+                    bs = batch_size_of(batch)
+                    if self.used_chunk is None:
+                        self.used_chunk = self._chunk(batch, D.shape[1], n_points)
+                    chunk = self.used_chunk
+                    if bar is None:
+                        bar = self._bar(n_points)
+                    for s in range(0, n_points, chunk):
+                        vals = self._eval_chunk(objective, buffers, center, D, coeffs[s:s + chunk], batch)
+                        totals[:, s:s + chunk] += vals.detach().to("cpu", torch.float64).T * bs
+                        if bar is not None:
+                            bar.update(vals.shape[0])
+                    count += bs
+                    if bar is not None and bi == 0:
+                        pass
+            finally:
+                if bar is not None:
+                    bar.close()
+        if count == 0:
+            raise ValueError("data is empty: it yielded no batches")
+        return totals / count
+
+    def _bar(self, n_points):
+        show = self.progress
+        if show is None:
+            show = n_points >= 400 and (self.used_chunk or n_points) < n_points
+        if not show:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=n_points, desc=self.desc, leave=False, unit="pt")
+
+    def _chunk(self, batch, n_params, n_points):
+        if self.chunk_size is not None:
+            return max(1, min(int(self.chunk_size), n_points))
+        per = self._per_point_bytes(batch, n_params)
+        return max(1, min(n_points, int(self.max_memory // per)))
+
+    def _params(self, center, D, c):
+        theta = center + c @ D
+        return {"model." + n: v for n, v in unflatten_to_dict(theta, self.names, self.shapes).items()}
+
+    def _eval_chunk(self, objective, buffers, center, D, c, batch):
+        x, y = batch[0], batch[1]
+        if self.method in ("auto", "vmap") and self.used_method != "loop":
+            try:
+                out = self._vmap(objective, buffers, center, D, c, x, y)
+                self.used_method = "vmap"
+                return out
+            except Exception as exc:  # noqa: BLE001 - any failure of vmap means: use the loop
+                if self.method == "vmap":
+                    raise
+                self.fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                warnings.warn("landscapes: torch.func.vmap cannot evaluate this model/loss "
+                              f"({self.fallback_reason}); falling back to a loop over grid points (slower)",
+                              RuntimeWarning, stacklevel=4)
+                self.used_method = "loop"
+        self.used_method = "loop"
+        rows = []
+        for ci in c:
+            params = self._params(center, D, ci)
+            rows.append(torch.func.functional_call(objective, {**params, **buffers}, (x, y), strict=False))
+        return torch.stack(rows)
+
+    def _vmap(self, objective, buffers, center, D, c, x, y):
+        def f(ci):
+            params = self._params(center, D, ci)
+            return torch.func.functional_call(objective, {**params, **buffers}, (x, y), strict=False)
+
+        randomness = "different" if self.mode == "train" else "error"
+        return torch.func.vmap(f, randomness=randomness)(c)
+
+
+def check_mode(mode):
+    from workbench._validate import check_choice
+    return check_choice("mode", mode, ["eval", "train"])
+
+
+def check_method(method):
+    from workbench._validate import check_choice
+    return check_choice("method", method, ["auto", "vmap", "loop"])
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
