@@ -10,6 +10,7 @@ import sys as _sys
 __version__ = "0.1.0"
 
 from . import optim, params, problems, probes, records  # noqa: E402
+from . import curvature  # noqa: E402
 from .problems import Problem  # noqa: E402
 from .records import load, save  # noqa: E402
 from .run import Run, RunCrashed, train  # noqa: E402
@@ -18,4 +19,4 @@ optimizers = optim
 _sys.modules[__name__ + ".optimizers"] = optim
 
 __all__ = ["problems", "optimizers", "probes", "records", "params", "Problem", "Run", "RunCrashed", "train",
-           "save", "load", "__version__"]
+           "save", "load", "__version__", "curvature"]

@@ -1,0 +1,218 @@
+"""Lanczos eigenvalues of a symmetric operator, on the operator's device, with full reorthogonalization.
+
+The method is thick-restart Lanczos written as a Rayleigh-Ritz iteration: the basis ``Q`` (orthonormal, kept
+orthogonal by classical Gram-Schmidt applied twice) and ``W = A Q`` are stored, the projected matrix
+``T = Q^T A Q`` is exact, Ritz residuals ``||A y - theta y||`` are computed explicitly (not estimated), and the basis
+grows by the residual of the least-converged wanted Ritz pair. From one start vector this spans exactly the Krylov
+space (every Ritz residual is parallel to the next Lanczos vector), so it is Lanczos; it also accepts a start
+*subspace* (warm start from the previous step's eigenvectors), and restarts keep the best Ritz vectors when the
+basis reaches ``max_basis``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from .._validate import check_choice, check_float, check_int
+
+__all__ = ["eigs", "EigResult", "ConvergenceWarning", "orthonormalize"]
+
+WHICH = ("LA", "SA", "LM")
+CRITERIA = ("value", "residual")
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An iterative curvature estimate stopped before meeting its tolerance."""
+
+
+@dataclass
+class EigResult:
+    """Eigenpairs from :func:`eigs`.
+
+    ``values`` (k,) sorted descending for "LA", by magnitude descending for "LM", ascending for "SA";
+    ``vectors`` (n, k) orthonormal Ritz vectors; ``residuals`` (k,) ``||A y - theta y||``; ``errors`` (k,) the
+    eigenvalue error bound used for convergence (``min(r, r^2 / gap)``); ``converged`` True when every requested
+    pair met the tolerance; ``n_matvec`` operator products used; ``n_restarts`` thick restarts.
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+    residuals: torch.Tensor
+    errors: torch.Tensor
+    converged: bool
+    n_matvec: int
+    which: str
+    tol: float
+    n_restarts: int = 0
+    n_converged: int = 0
+    history: list = field(default_factory=list, repr=False)
+
+    def __iter__(self):          # values, vectors = eigs(...)
+        return iter((self.values, self.vectors))
+
+
+def orthonormalize(V: torch.Tensor, Q: torch.Tensor | None = None, drop_tol: float | None = None) -> torch.Tensor:
+    """Orthonormal columns spanning ``V`` projected off ``Q`` (CGS2); columns that vanish are dropped."""
+    eps = torch.finfo(V.dtype).eps
+    drop_tol = drop_tol if drop_tol is not None else 1e3 * eps
+    out = []
+    norms0 = V.norm(dim=0)
+    for j in range(V.shape[1]):
+        v = V[:, j].clone()
+        n0 = float(norms0[j])
+        if n0 == 0.0:
+            continue
+        basis = [x for x in ([Q] if Q is not None and Q.shape[1] else []) + ([torch.stack(out, 1)] if out else [])]
+        for _ in range(2):
+            for B in basis:
+                v = v - B @ (B.T @ v)
+        nv = float(v.norm())
+        if nv > drop_tol * n0:
+            out.append(v / nv)
+    if not out:
+        return V.new_zeros((V.shape[0], 0))
+    return torch.stack(out, 1)
+
+
+def _order(theta: torch.Tensor, which: str) -> torch.Tensor:
+    if which == "LA":
+        return torch.argsort(theta, descending=True)
+    if which == "SA":
+        return torch.argsort(theta)
+    return torch.argsort(theta.abs(), descending=True)
+
+
+def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | None = None, v0=None,
+         seed: int = 0, max_basis: int | None = None, criterion: str = "value", warn: bool = True) -> EigResult:
+    """The ``k`` extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
+
+    Parameters
+    ----------
+    op: a :class:`~workbench.curvature.LinearOperator` (``hessian``, ``ggn``, ... or your own).
+    k: number of eigenpairs, ``1 <= k <= op.size``.
+    which: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
+    tol: relative tolerance. A pair counts as converged when its eigenvalue error bound is at most
+        ``tol * max(|theta|, 1e-3 * max|theta_all|)`` (the floor keeps eigenvalues near zero reachable). With
+        ``criterion="value"`` (default) the bound is ``min(r, r^2 / gap)`` (Kato-Temple style, ``r`` the Ritz residual
+        norm, ``gap`` the distance to the nearest other Ritz value); with ``"residual"`` it is ``r`` itself (which
+        also bounds the eigenvector angle by ``r / gap``).
+    max_iter: most operator products (default ``max(300, 30 k)``, capped at ``size + k``).
+    v0: warm start: a vector ``(n,)`` or a subspace ``(n, m)`` (e.g. the previous call's ``vectors``).
+    seed: seeds the random start vector when ``v0`` is None.
+    max_basis: basis size that triggers a thick restart (default ``max(2k + 30, 60)``, capped at ``size``).
+
+    Returns an :class:`EigResult`; warns with :class:`ConvergenceWarning` when ``max_iter`` runs out first.
+    """
+    n = op.size
+    k = check_int("k", k, low=1, high=n)
+    which = check_choice("which", which, WHICH)
+    criterion = check_choice("criterion", criterion, CRITERIA)
+    tol = check_float("tol", tol, low=0.0, high=1.0, low_inclusive=False)
+    max_iter = check_int("max_iter", max_iter, low=1, allow_none=True)
+    if max_iter is None:
+        max_iter = min(max(300, 30 * k), n + k)
+    max_basis = check_int("max_basis", max_basis, low=k + 1 if n > k else k, allow_none=True)
+    if max_basis is None:
+        max_basis = max(2 * k + 30, 60)
+    max_basis = min(max_basis, n)
+    dev, dt = op.device, op.dtype
+
+    # start block
+    if v0 is None:
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        V = torch.randn(n, 1, generator=gen, device=dev, dtype=dt)
+    else:
+        if not torch.is_tensor(v0):
+            raise TypeError(f"v0 must be a torch.Tensor of shape ({n},) or ({n}, m); got {type(v0).__name__}")
+        if v0.dim() not in (1, 2) or v0.shape[0] != n:
+            raise ValueError(f"v0 must have shape ({n},) or ({n}, m); got {tuple(v0.shape)}")
+        if not bool(torch.isfinite(v0).all()):
+            raise ValueError("v0 contains non-finite values (nan or inf); every entry must be finite")
+        V = v0.detach().to(device=dev, dtype=dt).reshape(n, -1)
+        V = V[:, :max_basis - 1] if V.shape[1] >= max_basis else V
+    Q = orthonormalize(V)
+    if Q.shape[1] == 0:
+        raise ValueError("v0 is zero (or its columns are linearly dependent to zero); give a nonzero start")
+    n_mv = 0
+    W = op.matmat(Q) if Q.shape[1] > 1 else op.matvec(Q[:, 0]).reshape(n, 1)
+    n_mv += Q.shape[1]
+    T = (Q.T @ W).double().cpu()
+    T = 0.5 * (T + T.T)
+    gen_restart = torch.Generator(device=dev).manual_seed(int(seed) + 7)
+    n_restarts = 0
+    history = []
+    while True:
+        m = Q.shape[1]
+        theta, S = torch.linalg.eigh(T)
+        order = _order(theta, which)
+        theta, S = theta[order], S[:, order]
+        kk = min(k, m)
+        Sw = S[:, :kk].to(device=dev, dtype=dt)
+        Y = Q @ Sw
+        R = W @ Sw - Y * theta[:kk].to(device=dev, dtype=dt)
+        res = R.norm(dim=0).double().cpu()
+        if m > 1:
+            diff = (theta[:kk, None] - theta[None, :]).abs()
+            diff[torch.arange(kk), torch.arange(kk)] = math.inf
+            gap = diff.min(dim=1).values
+        else:
+            gap = torch.full((kk,), math.inf, dtype=torch.float64)
+        # r^2 / gap bounds the error only once the residual is below the gap; with no gap known, use r
+        kt = torch.where(torch.isfinite(gap) & (res < gap), res ** 2 / gap, res)
+        err = torch.minimum(res, kt) if criterion == "value" else res.clone()
+        scale = torch.clamp(theta[:kk].abs(), min=1e-3 * float(theta.abs().max()) if m else 0.0)
+        # eigenvalues cannot be resolved below the floating-point noise of the products
+        noise = 50 * torch.finfo(dt).eps * float(theta.abs().max())
+        ok = (err <= tol * scale) | (res <= noise)
+        history.append((n_mv, float(theta[0]), float(res[0])))
+        done = kk == k and bool(ok.all())
+        if done or m >= n or n_mv >= max_iter:
+            if m >= n and kk == k:
+                done = True
+            break
+        # thick restart
+        if m >= max_basis:
+            keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
+            Sk = S[:, :keep].to(device=dev, dtype=dt)
+            Q, W = Q @ Sk, W @ Sk
+            T = torch.diag(theta[:keep])
+            R = W[:, :kk] - Q[:, :kk] * theta[:kk].to(device=dev, dtype=dt)   # residuals of the kept pairs
+            m = keep
+            n_restarts += 1
+        # expand by the residual of the least converged wanted pair
+        bad = (~ok).nonzero().flatten()
+        if len(bad) == 0:          # only reached when fewer than k pairs exist yet
+            j = int(torch.argmax(res))
+        else:
+            j = int(bad[torch.argmax((err / scale)[bad])])
+        d = R[:, j:j + 1]
+        q = orthonormalize(d, Q, drop_tol=1e-4)
+        if q.shape[1] == 0:        # invariant subspace found: continue from a fresh random direction
+            q = orthonormalize(torch.randn(n, 1, generator=gen_restart, device=dev, dtype=dt), Q)
+            if q.shape[1] == 0:
+                break
+        w = op.matvec(q[:, 0]).reshape(n, 1)
+        n_mv += 1
+        h = torch.cat([(Q.T @ w).double().cpu().flatten(), (q.T @ w).double().cpu().flatten()])
+        Q = torch.cat([Q, q], 1)
+        W = torch.cat([W, w], 1)
+        Tn = torch.zeros(m + 1, m + 1, dtype=torch.float64)
+        Tn[:m, :m] = T
+        Tn[m, :] = h
+        Tn[:, m] = h
+        T = Tn
+    vals = theta[:kk].to(dev, dt)
+    Y = Q @ S[:, :kk].to(device=dev, dtype=dt)
+    n_ok = int(ok.sum())
+    result = EigResult(values=vals, vectors=Y, residuals=res.to(dev, dt), errors=err.to(dev, dt),
+                       converged=bool(done), n_matvec=n_mv, which=which, tol=tol, n_restarts=n_restarts,
+                       n_converged=n_ok, history=history)
+    if not result.converged and warn:
+        warnings.warn(f"eigs(k={k}, which={which!r}, tol={tol:g}) did not converge: {n_ok}/{k} pairs met the "
+                      f"tolerance after {n_mv} products (max_iter={max_iter}); largest relative error bound "
+                      f"{float((err / scale).max()):.3g}. Raise max_iter or tol, or warm-start with v0.",
+                      ConvergenceWarning, stacklevel=2)
+    return result
