@@ -46,7 +46,7 @@ class SAM(torch.optim.Optimizer):
         e = rho T^2 g / ||T g||,   g_sam = grad L(theta + e)   (closure at the ascent point),
         buf <- momentum buf + g_sam + wd theta,   theta <- theta - lr buf.
 
-    After each step ``last`` holds ``perturbation_norm`` (||e||), ``ascent_loss`` (L(theta+e)), ``grad_norm``
+    On return the gradients are ``None`` (they held grad L(theta+e)). After each step ``last`` holds ``perturbation_norm`` (||e||), ``ascent_loss`` (L(theta+e)), ``grad_norm``
     (||g||), ``ascent_point`` (flattened theta+e) and ``sam_grad_norm`` (||g_sam||), for probes.
     """
 
@@ -100,6 +100,8 @@ class SAM(torch.optim.Optimizer):
                         buf.mul_(g["momentum"]).add_(d)
                     d = buf
                 p.add_(d, alpha=-g["lr"])
+        for p in params:   # p.grad held grad L(theta + e): drop it so the next step cannot mistake it for grad L(theta)
+            p.grad = None
         self.last = {"perturbation_norm": float(torch.sqrt(sum((e ** 2).sum() for e in eps))),
                      "grad_norm": float(gnorm), "sam_grad_norm": float(sam_norm),
                      "ascent_loss": float(loss) if loss is not None else math.nan,

@@ -341,7 +341,7 @@ _lib("adamp", po.AdamP,
       Param("nesterov", False, kind="bool"), EPS],
      doc="AdamP: Adam whose update is projected off the radial direction of scale-invariant weights.",
      reference="Heo et al. 2021 (AdamP: slowing down the slowdown for momentum optimizers on scale-invariant "
-               "weights)", betas=("beta1", "beta2"), preconditioned=True, preconditioner=adam_preconditioner,
+               "weights)", betas=("beta1", "beta2"), preconditioned=True, preconditioner=_adam_like("exp_avg_sq"),
      threshold=adam_threshold, extra={"threshold_note": "Adam's rule where no projection happens"})
 
 _lib("sgdp", po.SGDP,
