@@ -1,0 +1,695 @@
+"""Training-dynamics probes built on the curvature core (:mod:`workbench.curvature`).
+
+* :class:`Sharpness` — top-k Hessian eigenvalues, warm-started from the previous probe's eigenvectors, next to
+  the optimizer's stability threshold at the *current* learning rate (Cohen et al. 2021, "Gradient Descent on
+  Neural Networks Typically Occurs at the Edge of Stability"): 2/lr for gd/sgd, (2+2β)/lr for heavy-ball
+  momentum, (2+2β)/((1+2β) lr) for Nesterov. For adaptive optimizers (Adam, AdamW, RMSprop, Adagrad) it also
+  measures the preconditioned sharpness λ_max(P⁻¹H), P the optimizer's current diagonal preconditioner, which
+  Cohen et al. 2022 ("Adaptive Gradient Methods at the Edge of Stability") compare with (2+2β₁)/((1−β₁) lr).
+* :class:`GradientSubspace` — how much of the gradient lies in the top-k Hessian eigenspace and how fast that
+  subspace turns (Gur-Ari, Roberts & Dyer 2018, "Gradient Descent Happens in a Tiny Subspace"), with a random
+  k-dimensional subspace as baseline (expected fraction k/n).
+* :class:`Trace` — Hutchinson / Hutch++ estimate of tr(H).
+* :class:`SpectralDensity` — stochastic Lanczos quadrature density over time, a 2D record (probe step ×
+  eigenvalue grid).
+* :class:`BatchSharpness` — λ_max of mini-batch Hessians for several batch sizes against the full-batch value.
+
+Common options
+--------------
+``data``: what the curvature is measured on. ``None`` or ``"train"`` (default) = the first ``max_samples``
+examples of the training set as one full batch (``max_samples=5000`` by default, as in Cohen et al. 2021; the
+whole set when it is smaller); ``"test"`` = the same from the test set; ``"batch"`` = the mini-batch of the
+current step (NaN at the final call, which has no batch); or an explicit ``(x, y)`` pair or a list of pairs
+(weighted by batch size). ``mode`` (``"eval"`` by default, or ``"train"``) is the module mode the Hessian and
+gradients are evaluated in. The run loop restores mode, parameters, buffers, gradients and RNG after each probe
+call, so probes never change the training trajectory.
+
+Cost: every probe records ``<name>_hvps``, the Hessian-vector products it spent at that call (the loop records
+``<name>_seconds``).
+
+Record layout (probe named ``name``): coordinate ``<name>_step``; variables ``<name>`` / ``<name>_...``; the
+eigenvalue index dimension is ``eig`` for the default-named :class:`Sharpness` probe and ``<name>_eig``
+otherwise, so two probes with different ``k`` never collide.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .._validate import check_choice, check_float, check_int
+from .base import Probe, ProbeContext, Var
+
+__all__ = ["Sharpness", "GradientSubspace", "Trace", "SpectralDensity", "BatchSharpness",
+           "stability_threshold", "preconditioner_vector"]
+
+NAN = math.nan
+DEFAULT_MAX_SAMPLES = 5000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------
+def _curv():
+    from .. import curvature  # imported lazily: the probes module must import without the curvature core
+    return curvature
+
+
+def stability_threshold(optimizer: str, hparams: dict, lr: float | None = None) -> tuple[float, str]:
+    """The stability threshold of ``optimizer`` with ``hparams`` at learning rate ``lr`` (default
+    ``hparams["lr"]``), and what it applies to.
+
+    Returns ``(value, applies_to)`` with ``applies_to`` one of ``"sharpness"`` (λ_max(H): gd, sgd with or
+    without momentum), ``"preconditioned_sharpness"`` (λ_max(P⁻¹H): adaptive optimizers) or ``""`` with
+    ``value = nan`` when the optimizer has no known rule.
+    """
+    from .. import optim
+
+    spec = optim.spec(optimizer)
+    hp = dict(hparams)
+    if lr is not None:
+        hp["lr"] = float(lr)
+    if spec.threshold is None:
+        return NAN, ""
+    try:
+        value = spec.threshold(hp)
+    except (KeyError, ZeroDivisionError):
+        return NAN, ""
+    if value is None:
+        return NAN, ""
+    return float(value), ("preconditioned_sharpness" if spec.preconditioned else "sharpness")
+
+
+def preconditioner_vector(optimizer: torch.optim.Optimizer, spec, params: Sequence[torch.Tensor]):
+    """The optimizer's diagonal preconditioner P (update = lr P⁻¹ m) flattened in the order of ``params``, or
+    ``None`` when the optimizer has no preconditioner rule or no state yet (before its first step)."""
+    if spec is None or not spec.preconditioned or spec.preconditioner is None:
+        return None
+    plist = spec.preconditioner(optimizer)
+    if plist is None:
+        return None
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    if len(order) != len(plist):
+        return None
+    by_id = {id(p): P for p, P in zip(order, plist)}
+    try:
+        return torch.cat([by_id[id(p)].detach().reshape(-1).to(torch.float32) for p in params])
+    except KeyError:
+        return None
+
+
+def _to_device(batch, device):
+    x, y = batch
+    return x.to(device), y.to(device)
+
+
+def _is_pair(d) -> bool:
+    return isinstance(d, (tuple, list)) and len(d) == 2 and all(torch.is_tensor(t) for t in d)
+
+
+def _check_data(owner: str, data):
+    if data is None or (isinstance(data, str) and data in ("train", "test", "batch")):
+        return data
+    if _is_pair(data):
+        return tuple(data)
+    if isinstance(data, (list, tuple)) and data and all(_is_pair(b) for b in data):
+        return [tuple(b) for b in data]
+    raise ValueError(f"{owner}.data must be None, 'train', 'test', 'batch', an (x, y) pair of tensors or a "
+                     f"non-empty list of such pairs; got {type(data).__name__}")
+
+
+def _flat_grad(model, loss, data, params, mode: str) -> torch.Tensor:
+    """Gradient of the (batch-size weighted) mean loss over ``data`` w.r.t. ``params``, flattened."""
+    model.train(mode == "train")
+    batches = [data] if _is_pair(data) else list(data)
+    total = sum(b[0].shape[0] for b in batches)
+    flat = None
+    for b in batches:
+        with torch.enable_grad():
+            value = loss(model, b) * (b[0].shape[0] / total)
+            gs = torch.autograd.grad(value, params, allow_unused=True)
+        g = torch.cat([(torch.zeros_like(p) if gi is None else gi).reshape(-1) for p, gi in zip(params, gs)])
+        flat = g.detach() if flat is None else flat + g.detach()
+    return flat
+
+
+def _sample_batches(data, batch_size: int, n_batches: int, gen: torch.Generator):
+    """``n_batches`` random mini-batches of ``batch_size`` drawn without replacement from ``data`` (x, y)."""
+    x, y = data
+    n = x.shape[0]
+    out = []
+    for _ in range(n_batches):
+        idx = torch.randperm(n, generator=gen)[:batch_size].to(x.device)
+        out.append((x[idx], y[idx]))
+    return out
+
+
+class _CurvatureProbe(Probe):
+    """Shared options: data, max_samples, mode; builds the Hessian operator at θ_t."""
+
+    def __init__(self, every: int, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval",
+                 name: str | None = None):
+        super().__init__(every, name)
+        cls = type(self).__name__
+        self.data = _check_data(cls, data)
+        self.max_samples = check_int(f"{cls}.max_samples", max_samples, 1, allow_none=True)
+        self.mode = check_choice(f"{cls}.mode", mode, ("eval", "train"))
+        self._notes: list[str] = []
+        self._device_data = None
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def _data(self, ctx: ProbeContext):
+        d = self.data
+        if d is None or d == "train":
+            return ctx.full_batch("train", self.max_samples)
+        if d == "test":
+            return ctx.full_batch("test", self.max_samples)
+        if d == "batch":
+            return ctx.batch
+        if self._device_data is None:
+            self._device_data = _to_device(d, ctx.device) if _is_pair(d) else [_to_device(b, ctx.device) for b in d]
+        return self._device_data
+
+    def _data_text(self) -> str:
+        d = self.data
+        if d is None or d in ("train", "test"):
+            split = d or "train"
+            return f"{split} set" + ("" if self.max_samples is None else f", first {self.max_samples} examples")
+        if d == "batch":
+            return "the current training mini-batch"
+        return "user-supplied data"
+
+    def _hessian(self, ctx: ProbeContext, data):
+        return _curv().hessian(ctx.model, ctx.problem.loss, data, mode=self.mode)
+
+    def _note(self, text: str, warn: bool = False):
+        """Record a note in the record attrs (``<name>_notes``), once; ``warn=True`` also warns."""
+        if text not in self._notes:
+            self._notes.append(text)
+            if warn:
+                warnings.warn(f"{type(self).__name__} probe {self.name!r}: {text}", RuntimeWarning, stacklevel=3)
+
+    def _eig_dim(self) -> str:
+        return f"{self.name}_eig"
+
+    def setup(self, ctx: ProbeContext) -> None:
+        if self.data == "test" and ctx.problem.test is None:
+            raise ValueError(f"{type(self).__name__}.data='test' needs a test set, but problem "
+                             f"{ctx.problem.name!r} has none")
+        self.n_params = sum(p.numel() for p in ctx.params)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"mode": self.mode, "data": self._data_text(), "notes": "; ".join(self._notes)}
+
+    def config(self) -> dict[str, Any]:
+        d = self.data if (self.data is None or isinstance(self.data, str)) else "user-supplied"
+        return {**super().config(), "data": d, "max_samples": self.max_samples, "mode": self.mode}
+
+
+def _top_eigs(op, k, tol, max_iter, v0):
+    res = _curv().eigs(op, k=k, which="LA", tol=tol, max_iter=max_iter, v0=v0)
+    return res
+
+
+def _scaled_operator(H, d: torch.Tensor):
+    """The symmetric operator D H D for a diagonal D (vector ``d``)."""
+    curv = _curv()
+    d = d.to(H.device, H.dtype)
+    return curv.LinearOperator(lambda v: d * H.matvec(d * v), H.size, H.device, H.dtype,
+                               matmat=lambda V: d[:, None] * H.matmat(d[:, None] * V))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sharpness
+# ---------------------------------------------------------------------------------------------------------------
+class Sharpness(_CurvatureProbe):
+    """Top-k Hessian eigenvalues during training, with the optimizer's stability threshold.
+
+    Each call runs Lanczos (:func:`workbench.curvature.eigs`, ``which="LA"``) warm-started from the previous
+    call's top-k eigenvectors (``warm_start=True``), so once the run settles a probe costs a handful of
+    Hessian-vector products. Variables (probe ``name``, default ``"sharpness"``):
+
+    * ``<name>``: λ_max(H) (the sharpness); ``<name>_eigenvalues`` / ``<name>_residuals`` (dim ``eig``): the
+      top-k eigenvalues and their residual norms ‖Hv − λv‖; ``<name>_converged`` (1/0); ``<name>_hvps``.
+    * ``<name>_threshold``: the optimizer's stability threshold at the current learning rate (schedules and hot
+      swaps move it): 2/lr (gd, sgd), (2+2β)/lr (heavy ball), (2+2β)/((1+2β) lr) (Nesterov),
+      (2+2β₁)/((1−β₁) lr) (Adam family, on the preconditioned sharpness); NaN when the optimizer has no rule.
+    * ``<name>_preconditioned``: λ_max(P⁻¹H) for adaptive optimizers, computed as the top eigenvalue of the
+      symmetric P^{-1/2} H P^{-1/2} with P the diagonal preconditioner in the optimizer state at θ_t (after
+      update t−1; NaN before the optimizer's first step and for non-adaptive optimizers).
+    * ``<name>_ratio``: the quantity the threshold applies to divided by the threshold (≈ 1 at the edge of
+      stability).
+    """
+
+    default_name = "sharpness"
+
+    def __init__(self, every: int = 10, k: int = 1, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES,
+                 mode: str = "eval", tol: float = 1e-3, max_iter: int | None = None, warm_start: bool = True,
+                 preconditioned: bool = True, name: str | None = None):
+        super().__init__(every, data, max_samples, mode, name)
+        self.k = check_int("Sharpness.k", k, 1, 1000)
+        self.tol = check_float("Sharpness.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.max_iter = check_int("Sharpness.max_iter", max_iter, 1, allow_none=True)
+        if not isinstance(warm_start, bool):
+            raise ValueError(f"Sharpness.warm_start must be true or false; got {warm_start!r}")
+        if not isinstance(preconditioned, bool):
+            raise ValueError(f"Sharpness.preconditioned must be true or false; got {preconditioned!r}")
+        self.warm_start = warm_start
+        self.preconditioned = preconditioned
+        self._v = None
+        self._vp = None
+
+    def _eig_dim(self) -> str:
+        return "eig" if self.name == "sharpness" else f"{self.name}_eig"
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        if self.k > self.n_params:
+            raise ValueError(f"Sharpness.k={self.k} is out of range: k must be at most the number of trainable "
+                             f"parameters ({self.n_params})")
+        self._v = self._vp = None
+
+    def variables(self, ctx):
+        n, e = self.name, self._eig_dim()
+        coords = {e: np.arange(self.k)}
+        where = f"on the {self._data_text()} ({self.mode} mode)"
+        return {
+            n: Var("sharpness", f"largest Hessian eigenvalue λ_max(H) of the loss {where}"),
+            f"{n}_eigenvalues": Var("top Hessian eigenvalues", f"top-{self.k} Hessian eigenvalues, descending, "
+                                    f"{where}", dims=(e,), coords=coords),
+            f"{n}_residuals": Var("eigen-residuals", "‖Hv − λv‖ of each Ritz pair (v unit norm); small relative "
+                                  "to |λ| means the eigenvalue is accurate", dims=(e,), coords=coords),
+            f"{n}_converged": Var("converged", "1 if the eigensolver met its tolerance, else 0", dtype="int8"),
+            f"{n}_threshold": Var("stability threshold", "the optimizer's stability threshold at the current "
+                                  "learning rate: 2/lr (gd, sgd), (2+2β)/lr (heavy ball), (2+2β)/((1+2β)lr) "
+                                  "(Nesterov), (2+2β₁)/((1−β₁)lr) (Adam family; compare with the preconditioned "
+                                  "sharpness); NaN without a known rule"),
+            f"{n}_preconditioned": Var("preconditioned sharpness", "λ_max(P⁻¹H) = λ_max(P^{-1/2} H P^{-1/2}), P "
+                                       "the adaptive optimizer's diagonal preconditioner (update = lr P⁻¹ m) at "
+                                       "this step; NaN for non-adaptive optimizers or before the first step"),
+            f"{n}_ratio": Var("sharpness / threshold", "the sharpness the threshold applies to (preconditioned "
+                              "for adaptive optimizers) divided by the threshold; ≈1 at the edge of stability"),
+            f"{n}_hvps": Var("Hessian-vector products", "Hessian-vector products spent by this probe call "
+                             "(all eigensolves)", dtype="int64"),
+        }
+
+    def measure(self, ctx):
+        k = self.k
+        out = {f"{self.name}_eigenvalues": np.full(k, NAN), f"{self.name}_residuals": np.full(k, NAN)}
+        data = self._data(ctx)
+        thr, applies = stability_threshold(ctx.optimizer_name, ctx.hparams, ctx.lr)
+        if not applies:
+            self._note(f"optimizer {ctx.optimizer_name!r} has no stability-threshold rule (threshold NaN)")
+        n = self.name
+        if data is None:
+            return {**out, n: NAN, f"{n}_converged": 0, f"{n}_threshold": thr, f"{n}_preconditioned": NAN,
+                    f"{n}_ratio": NAN, f"{n}_hvps": 0}
+        H = self._hessian(ctx, data)
+        res = _top_eigs(H, k, self.tol, self.max_iter, self._v if self.warm_start else None)
+        self._v = res.vectors.detach()
+        vals = res.values.detach().double().cpu().numpy()
+        out[f"{n}_eigenvalues"] = vals
+        out[f"{n}_residuals"] = res.residuals.detach().double().cpu().numpy()
+        converged = bool(res.converged)
+        pre = NAN
+        if self.preconditioned and ctx.run.spec.preconditioned:
+            P = preconditioner_vector(ctx.optimizer, ctx.run.spec, ctx.params)
+            if P is None:
+                self._note("the optimizer has no preconditioner state yet (before its first step): "
+                           "preconditioned sharpness NaN there")
+            else:
+                op = _scaled_operator(H, P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt())
+                rp = _top_eigs(op, 1, self.tol, self.max_iter, self._vp if self.warm_start else None)
+                self._vp = rp.vectors.detach()
+                pre = float(rp.values[0])
+                converged = converged and bool(rp.converged)
+        top = float(vals[0])
+        edge = pre if applies == "preconditioned_sharpness" else top
+        return {**out, n: top, f"{n}_converged": int(converged), f"{n}_threshold": thr,
+                f"{n}_preconditioned": pre, f"{n}_ratio": edge / thr if math.isfinite(thr) and thr else NAN,
+                f"{n}_hvps": int(H.n_matvec)}
+
+    def attrs(self):
+        return {**super().attrs(), "k": self.k, "tol": self.tol, "warm_start": int(self.warm_start),
+                "threshold_rule": "2/lr (gd, sgd); (2+2*momentum)/lr (heavy ball); "
+                                  "(2+2*momentum)/((1+2*momentum)*lr) (Nesterov); (2+2*beta1)/((1-beta1)*lr) "
+                                  "on lambda_max(P^-1 H) (Adam family); lr = the current learning rate"}
+
+    def config(self):
+        return {**super().config(), "k": self.k, "tol": self.tol, "max_iter": self.max_iter,
+                "warm_start": self.warm_start, "preconditioned": self.preconditioned}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GradientSubspace
+# ---------------------------------------------------------------------------------------------------------------
+class GradientSubspace(_CurvatureProbe):
+    """Does the gradient live in the top-k Hessian eigenspace? (Gur-Ari, Roberts & Dyer 2018.)
+
+    With V the top-k Hessian eigenvectors at θ_t (warm-started from the previous call's), variables
+    (default name ``"subspace"``):
+
+    * ``<name>_fraction``: ‖Vᵀg‖²/‖g‖² for the full-batch gradient g on the probe data (``mode``);
+    * ``<name>_fraction_batch``: the same for the mini-batch gradient used by update t (train mode; NaN at the
+      final call);
+    * ``<name>_random_fraction``: the full-batch gradient's fraction in a random k-dimensional subspace (a fresh
+      Haar-random one each call from ``seed``), whose expectation is k/n;
+    * ``<name>_overlap``: Tr(P Pʹ)/k = ‖Vᵀ Vʹ‖_F²/k between this and the previous call's top-k subspaces
+      (1 = unchanged, ≈ k/n for unrelated subspaces; NaN at the first call);
+    * ``<name>_eigenvalues``, ``<name>_residuals`` (dim ``<name>_eig``), ``<name>_hvps``.
+    """
+
+    default_name = "subspace"
+
+    def __init__(self, every: int = 10, k: int = 10, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES,
+                 mode: str = "eval", tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
+                 name: str | None = None):
+        super().__init__(every, data, max_samples, mode, name)
+        self.k = check_int("GradientSubspace.k", k, 1, 1000)
+        self.tol = check_float("GradientSubspace.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.max_iter = check_int("GradientSubspace.max_iter", max_iter, 1, allow_none=True)
+        self.seed = check_int("GradientSubspace.seed", seed, 0, 2**31 - 1)
+        self._v = None
+        self._calls = 0
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        if self.k > self.n_params:
+            raise ValueError(f"GradientSubspace.k={self.k} is out of range: k must be at most the number of "
+                             f"trainable parameters ({self.n_params})")
+        self._v, self._calls = None, 0
+
+    def variables(self, ctx):
+        n, e = self.name, self._eig_dim()
+        coords = {e: np.arange(self.k)}
+        where = f"on the {self._data_text()} ({self.mode} mode)"
+        return {
+            f"{n}_fraction": Var("gradient fraction in top-k eigenspace", f"‖Vᵀg‖²/‖g‖², g the full-batch "
+                                 f"gradient and V the top-{self.k} Hessian eigenvectors, both {where}"),
+            f"{n}_fraction_batch": Var("mini-batch gradient fraction in top-k eigenspace", "‖Vᵀg_B‖²/‖g_B‖², g_B "
+                                       "the mini-batch gradient used by update t (train mode); NaN at the end"),
+            f"{n}_random_fraction": Var("gradient fraction in a random k-subspace", f"‖Qᵀg‖²/‖g‖² for a fresh "
+                                        f"random orthonormal Q (n×{self.k}); expected value k/n = "
+                                        f"{self.k}/{self.n_params}"),
+            f"{n}_overlap": Var("top-k subspace overlap", "Tr(P Pʹ)/k = ‖VᵀVʹ‖_F²/k with the previous probe "
+                                "call's top-k eigenspace (1 = unchanged); NaN at the first call"),
+            f"{n}_eigenvalues": Var("top Hessian eigenvalues", f"top-{self.k} Hessian eigenvalues {where}",
+                                    dims=(e,), coords=coords),
+            f"{n}_residuals": Var("eigen-residuals", "‖Hv − λv‖ of each Ritz pair", dims=(e,), coords=coords),
+            f"{n}_hvps": Var("Hessian-vector products", "Hessian-vector products spent by this probe call",
+                             dtype="int64"),
+        }
+
+    def measure(self, ctx):
+        n, k = self.name, self.k
+        nan_k = np.full(k, NAN)
+        self._calls += 1
+        data = self._data(ctx)
+        if data is None:
+            return {f"{n}_fraction": NAN, f"{n}_fraction_batch": NAN, f"{n}_random_fraction": NAN,
+                    f"{n}_overlap": NAN, f"{n}_eigenvalues": nan_k, f"{n}_residuals": nan_k, f"{n}_hvps": 0}
+        H = self._hessian(ctx, data)
+        res = _top_eigs(H, k, self.tol, self.max_iter, self._v)
+        V = res.vectors.detach()
+        overlap = NAN
+        if self._v is not None:
+            overlap = float((self._v.T @ V).pow(2).sum()) / k
+        self._v = V
+        g = _flat_grad(ctx.model, ctx.problem.loss, data, ctx.params, self.mode).to(V.dtype)
+        frac = _fraction(V, g)
+        gb = ctx.flat_grad()
+        frac_b = NAN if gb is None else _fraction(V, gb.to(V.device, V.dtype))
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
+        Q, _ = torch.linalg.qr(torch.randn(V.shape[0], k, generator=gen, dtype=torch.float64))
+        rand = _fraction(Q, g.double().cpu())
+        return {f"{n}_fraction": frac, f"{n}_fraction_batch": frac_b, f"{n}_random_fraction": rand,
+                f"{n}_overlap": overlap, f"{n}_eigenvalues": res.values.detach().double().cpu().numpy(),
+                f"{n}_residuals": res.residuals.detach().double().cpu().numpy(), f"{n}_hvps": int(H.n_matvec)}
+
+    def attrs(self):
+        return {**super().attrs(), "k": self.k, "random_expected": self.k / max(getattr(self, "n_params", 1), 1)}
+
+    def config(self):
+        return {**super().config(), "k": self.k, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed}
+
+
+def _fraction(V: torch.Tensor, g: torch.Tensor) -> float:
+    gg = float(g.double().pow(2).sum())
+    if gg == 0.0:
+        return NAN
+    return float((V.T @ g).double().pow(2).sum()) / gg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trace
+# ---------------------------------------------------------------------------------------------------------------
+class Trace(_CurvatureProbe):
+    """tr(H) by :func:`workbench.curvature.trace` (Hutch++ by default) with its standard error.
+
+    The same random probe vectors are used at every call (``seed``), so the time series has common random
+    numbers and its changes are not noise between calls. Variables: ``<name>`` (default ``"trace"``),
+    ``<name>_stderr``, ``<name>_hvps``.
+    """
+
+    default_name = "trace"
+
+    def __init__(self, every: int = 10, n: int = 30, method: str = "hutch++", data=None,
+                 max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval", seed: int = 0,
+                 name: str | None = None):
+        super().__init__(every, data, max_samples, mode, name)
+        self.n = check_int("Trace.n", n, 1, 100_000)
+        self.method = check_choice("Trace.method", method, ("hutch++", "hutchinson"))
+        self.seed = check_int("Trace.seed", seed, 0, 2**31 - 1)
+
+    def variables(self, ctx):
+        n = self.name
+        return {n: Var("Hessian trace", f"tr(H) ({self.method}, {self.n} matrix-vector products budget) on the "
+                       f"{self._data_text()} ({self.mode} mode)"),
+                f"{n}_stderr": Var("trace standard error", "standard error of the trace estimate"),
+                f"{n}_hvps": Var("Hessian-vector products", "Hessian-vector products spent by this probe call",
+                                 dtype="int64")}
+
+    def measure(self, ctx):
+        n = self.name
+        data = self._data(ctx)
+        if data is None:
+            return {n: NAN, f"{n}_stderr": NAN, f"{n}_hvps": 0}
+        H = self._hessian(ctx, data)
+        res = _curv().trace(H, method=self.method, n=self.n, seed=self.seed)
+        return {n: float(res.value), f"{n}_stderr": float(res.stderr), f"{n}_hvps": int(H.n_matvec)}
+
+    def config(self):
+        return {**super().config(), "n": self.n, "method": self.method, "seed": self.seed}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BatchSharpness
+# ---------------------------------------------------------------------------------------------------------------
+class BatchSharpness(_CurvatureProbe):
+    """λ_max of mini-batch Hessians for several batch sizes against the full-batch value.
+
+    For each batch size B in ``batch_sizes``, ``n_batches`` mini-batches of B examples are drawn without
+    replacement from the probe data (a generator seeded from ``seed`` and the call index) and the top eigenvalue
+    of each mini-batch Hessian is computed (warm-started from the previous call's vector for the same B). Random
+    matrix theory predicts the mini-batch values exceed the full-batch one and approach it as B grows ("Learning
+    Rates as a Function of Batch Size: A Random Matrix Theory Approach"). Variables (default name
+    ``"batch_sharpness"``): ``<name>`` and ``<name>_std`` (dim ``<name>_batch_size``: mean and standard
+    deviation over the ``n_batches`` draws), ``<name>_full`` (the full-batch λ_max on the probe data) and
+    ``<name>_hvps``.
+    """
+
+    default_name = "batch_sharpness"
+
+    def __init__(self, every: int = 50, batch_sizes: Sequence[int] = (32, 128, 512), n_batches: int = 4,
+                 data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval", tol: float = 1e-3,
+                 max_iter: int | None = None, seed: int = 0, name: str | None = None):
+        super().__init__(every, data, max_samples, mode, name)
+        if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
+            raise ValueError(f"BatchSharpness.batch_sizes must be a non-empty list of integers >= 1; got "
+                             f"{batch_sizes!r}")
+        bs = [check_int(f"BatchSharpness.batch_sizes[{i}]", b, 1) for i, b in enumerate(batch_sizes)]
+        if len(set(bs)) != len(bs):
+            raise ValueError(f"BatchSharpness.batch_sizes must not repeat a size; got {list(batch_sizes)}")
+        self.batch_sizes = sorted(bs)
+        self.n_batches = check_int("BatchSharpness.n_batches", n_batches, 1, 10_000)
+        self.tol = check_float("BatchSharpness.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.max_iter = check_int("BatchSharpness.max_iter", max_iter, 1, allow_none=True)
+        self.seed = check_int("BatchSharpness.seed", seed, 0, 2**31 - 1)
+        if self.data == "batch" or (self.data is not None and not isinstance(self.data, str)
+                                    and not _is_pair(self.data)):
+            raise ValueError("BatchSharpness.data must be None, 'train', 'test' or one (x, y) pair to draw "
+                             "mini-batches from")
+        self._v: dict = {}
+        self._calls = 0
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        x, _ = self._data(ctx)
+        if self.batch_sizes[-1] > x.shape[0]:
+            raise ValueError(f"BatchSharpness.batch_sizes={self.batch_sizes} is out of range: every batch size "
+                             f"must be at most the number of probe examples ({x.shape[0]})")
+        self._v, self._calls = {}, 0
+
+    def variables(self, ctx):
+        n, d = self.name, f"{self.name}_batch_size"
+        coords = {d: np.asarray(self.batch_sizes, dtype=np.int64)}
+        return {
+            n: Var("mini-batch sharpness", f"mean over {self.n_batches} random mini-batches of λ_max of the "
+                   f"mini-batch Hessian, per batch size, drawn from the {self._data_text()} ({self.mode} mode)",
+                   dims=(d,), coords=coords),
+            f"{n}_std": Var("mini-batch sharpness std", "standard deviation of the mini-batch λ_max over the "
+                            "draws (0 for a single draw)", dims=(d,), coords=coords),
+            f"{n}_full": Var("full-batch sharpness", f"λ_max of the Hessian on the {self._data_text()}"),
+            f"{n}_hvps": Var("Hessian-vector products", "Hessian-vector products spent by this probe call",
+                             dtype="int64"),
+        }
+
+    def measure(self, ctx):
+        n = self.name
+        self._calls += 1
+        data = self._data(ctx)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
+        H = self._hessian(ctx, data)
+        res = _top_eigs(H, 1, self.tol, self.max_iter, self._v.get("full"))
+        self._v["full"] = res.vectors.detach()
+        hvps = int(H.n_matvec)
+        means, stds = [], []
+        for b in self.batch_sizes:
+            vals = []
+            for batch in _sample_batches(data, b, self.n_batches, gen):
+                Hb = self._hessian(ctx, batch)
+                rb = _top_eigs(Hb, 1, self.tol, self.max_iter, self._v.get(b))
+                self._v[b] = rb.vectors.detach()
+                vals.append(float(rb.values[0]))
+                hvps += int(Hb.n_matvec)
+            means.append(float(np.mean(vals)))
+            stds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+        return {n: np.asarray(means), f"{n}_std": np.asarray(stds), f"{n}_full": float(res.values[0]),
+                f"{n}_hvps": hvps}
+
+    def attrs(self):
+        return {**super().attrs(), "batch_sizes": list(self.batch_sizes), "n_batches": self.n_batches}
+
+    def config(self):
+        return {**super().config(), "batch_sizes": list(self.batch_sizes), "n_batches": self.n_batches,
+                "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SpectralDensity
+# ---------------------------------------------------------------------------------------------------------------
+class SpectralDensity(_CurvatureProbe):
+    """The Hessian eigenvalue density over time by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019).
+
+    A 2D record: ``<name>_density`` with dims (``<name>_step``, ``<name>_eigenvalue``) (default name
+    ``"spectrum"``). The eigenvalue grid is the same for every call, so densities at different steps compare
+    directly:
+
+    * ``grid=`` (an increasing array) fixes it yourself;
+    * otherwise it is fixed at setup from a first SLQ run at θ_0: with the node range [lo, hi] (span = hi − lo),
+      ``grid_size`` points on [lo − 0.25·span − 6σ, hi + headroom·span + 6σ], leaving room for the spectrum to
+      grow by ``headroom`` times its initial range (progressive sharpening). σ, the Gaussian broadening of every
+      quadrature node, is ``width`` × the first span unless ``sigma`` is given, and then stays fixed too.
+
+    Mass that leaves the grid is not lost silently: ``<name>_mass_outside`` is the quadrature weight of nodes
+    outside the grid, and ``<name>_lambda_min`` / ``<name>_lambda_max`` are the extreme quadrature nodes (Ritz
+    values, which approach the extreme eigenvalues). The same Rademacher probes (``seed``) are used at every call.
+    Cost: ``probes × steps`` products per call (``<name>_hvps``).
+    """
+
+    default_name = "spectrum"
+
+    def __init__(self, every: int = 50, probes: int = 4, steps: int = 50, grid=None, grid_size: int = 256,
+                 headroom: float = 1.0, width: float = 0.01, sigma: float | None = None, data=None,
+                 max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval", seed: int = 0,
+                 name: str | None = None):
+        super().__init__(every, data, max_samples, mode, name)
+        self.probes = check_int("SpectralDensity.probes", probes, 1, 10_000)
+        self.steps = check_int("SpectralDensity.steps", steps, 2, 10_000)
+        self.grid_size = check_int("SpectralDensity.grid_size", grid_size, 16, 100_000)
+        self.headroom = check_float("SpectralDensity.headroom", headroom, 0.0, 100.0)
+        self.width = check_float("SpectralDensity.width", width, 0.0, 1.0, low_inclusive=False)
+        self.sigma = check_float("SpectralDensity.sigma", sigma, 0.0, low_inclusive=False, allow_none=True)
+        self.seed = check_int("SpectralDensity.seed", seed, 0, 2**31 - 1)
+        self.user_grid = None
+        if grid is not None:
+            try:
+                g = np.asarray(grid, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"SpectralDensity.grid must be an increasing array of numbers; got {grid!r}") \
+                    from exc
+            if g.size < 2 or not np.isfinite(g).all() or not (np.diff(g) > 0).all():
+                raise ValueError("SpectralDensity.grid must be a finite, strictly increasing array of at least 2 "
+                                 f"eigenvalues; got {grid!r}")
+            self.user_grid = g
+        self.grid = None
+        self._sigma = None
+
+    def _slq(self, ctx, data):
+        from ..curvature.density import slq
+        H = self._hessian(ctx, data)
+        return slq(H, self.probes, self.steps, self.seed), H
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        if self.user_grid is not None:
+            self.grid = self.user_grid
+            span = float(self.grid[-1] - self.grid[0])
+            self._sigma = self.sigma if self.sigma is not None else self.width * span
+            return
+        data = self._data(ctx)
+        if data is None:          # data="batch": no batch before training; use the training set's start
+            data = ctx.full_batch("train", self.max_samples)
+        res, _ = self._slq(ctx, data)
+        w = res.weights > 0
+        lo, hi = float(res.nodes[w].min()), float(res.nodes[w].max())
+        span = hi - lo if hi > lo else max(abs(lo), 1.0)
+        self._sigma = self.sigma if self.sigma is not None else self.width * span
+        self.grid = np.linspace(lo - 0.25 * span - 6 * self._sigma, hi + self.headroom * span + 6 * self._sigma,
+                                self.grid_size)
+
+    def variables(self, ctx):
+        n, e = self.name, f"{self.name}_eigenvalue"
+        return {
+            f"{n}_density": Var("Hessian spectral density", f"SLQ estimate of the Hessian eigenvalue density "
+                                f"({self.probes} probes × {self.steps} Lanczos steps, nodes broadened by a Gaussian "
+                                f"of std {self._sigma:.4g}) on the {self._data_text()} ({self.mode} mode); fixed "
+                                "eigenvalue grid", units="1 / eigenvalue", dims=(e,), coords={e: self.grid}),
+            f"{n}_lambda_min": Var("smallest Ritz value", "smallest SLQ quadrature node (→ λ_min(H))"),
+            f"{n}_lambda_max": Var("largest Ritz value", "largest SLQ quadrature node (→ λ_max(H))"),
+            f"{n}_mass_outside": Var("mass outside the grid", "quadrature weight of nodes outside the fixed "
+                                     "eigenvalue grid (0 when the grid covers the spectrum)"),
+            f"{n}_hvps": Var("Hessian-vector products", "Hessian-vector products spent by this probe call",
+                             dtype="int64"),
+        }
+
+    def measure(self, ctx):
+        from ..curvature.density import gaussian_density
+        n = self.name
+        data = self._data(ctx)
+        if data is None:
+            return {f"{n}_density": np.full(self.grid.size, NAN), f"{n}_lambda_min": NAN,
+                    f"{n}_lambda_max": NAN, f"{n}_mass_outside": NAN, f"{n}_hvps": 0}
+        res, H = self._slq(ctx, data)
+        w = res.weights > 0
+        nodes, weights = res.nodes[w], res.weights[w]
+        dens = gaussian_density(nodes, weights, self.grid, self._sigma)
+        outside = (nodes < self.grid[0]) | (nodes > self.grid[-1])
+        mass_out = float(weights[outside].sum() / weights.sum())
+        if mass_out > 0.01:
+            self._note(f"more than 1% of the spectral mass left the fixed grid [{self.grid[0]:.4g}, "
+                       f"{self.grid[-1]:.4g}] (see {n}_mass_outside); pass grid= or a larger headroom", warn=True)
+        return {f"{n}_density": dens, f"{n}_lambda_min": float(nodes.min()), f"{n}_lambda_max": float(nodes.max()),
+                f"{n}_mass_outside": mass_out, f"{n}_hvps": int(H.n_matvec)}
+
+    def attrs(self):
+        return {**super().attrs(), "sigma": self._sigma, "grid": "user" if self.user_grid is not None else
+                f"fixed at setup from θ_0 (headroom {self.headroom})", "probes": self.probes, "steps": self.steps}
+
+    def config(self):
+        return {**super().config(), "probes": self.probes, "steps": self.steps, "grid_size": self.grid_size,
+                "headroom": self.headroom, "width": self.width, "sigma": self.sigma, "seed": self.seed,
+                "grid": None if self.user_grid is None else self.user_grid.tolist()}
