@@ -1,0 +1,33 @@
+"""Serving the dashboard: ``workbench app`` calls :func:`serve`. One ``Dashboard`` per browser session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import panel as pn
+
+from .dashboard import Dashboard
+
+__all__ = ["serve", "create_app"]
+
+
+def create_app(results_dir: str | Path = "results"):
+    """A fresh dashboard page for one session (a template around a new ``Dashboard``)."""
+    pn.extension("plotly", notifications=True)
+    dash = Dashboard(results_dir=results_dir)
+    tmpl = pn.template.BootstrapTemplate(title="Optimization-dynamics workbench", sidebar_width=330,
+                                         header_background="#1f3a5f")
+    tmpl.sidebar.append(dash.layout[0])
+    tmpl.main.append(dash.layout[1])
+    tmpl.dashboard = dash  # reachable for tests / debugging
+    return tmpl
+
+
+def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, results_dir: str | Path = "results",
+          allow_websocket_origin=None, prefix: str = "", threaded: bool = False, **kwargs):
+    """Serve the dashboard on ``address:port`` (127.0.0.1 by default). Blocks unless ``threaded=True``."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer in [0, 65535]; got {port!r}")
+    origins = list(allow_websocket_origin or []) + [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    return pn.serve({"/": lambda: create_app(results_dir)}, port=port, address=address, show=show,
+                    allow_websocket_origin=origins, prefix=prefix or "", threaded=threaded,
+                    title="Optimization-dynamics workbench", **kwargs)
