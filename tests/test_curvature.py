@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+
+import numpy as np
 import warnings
 
 import pytest
@@ -202,3 +204,252 @@ def test_bad_inputs_raise_clear_errors():
         hessian(model, _ce, batch, mode="test")
     with pytest.raises(ValueError, match="method"):
         hessian(model, _ce, batch, method="finite-differences")
+
+
+# -- GGN / Fisher ------------------------------------------------------------------------------------------------
+def _dense_ggn(model, loss_fn, batch):
+    x, y = batch
+    J = dense_jacobian(model, x)
+    out = model(x).detach()
+    HL = torch.autograd.functional.hessian(lambda o: loss_fn(o.reshape(out.shape), y), out.reshape(-1))
+    return J.T @ HL @ J
+
+
+@pytest.mark.parametrize("kind", ["ce", "mse", "bce"])
+def test_ggn_equals_JT_HL_J(kind):
+    prob = {"ce": lambda: wb.problems.make("gaussian-mixture", seed=0, classes=3, dim=4, width=5, depth=1,
+                                           n_train=30),
+            "mse": lambda: wb.problems.make("teacher-student", seed=0, dim=3, width=5, depth=1, n_train=30),
+            "bce": lambda: wb.problems.make("xor", seed=0, width=5, depth=1, n_train=30)}[kind]()
+    model = prob.model.double()
+    x, y = prob.data()
+    batch = (x.double(), y.double() if y.is_floating_point() else y)
+    G = ggn(model, prob.loss, batch).to_dense()
+    torch.testing.assert_close(G, _dense_ggn(model, prob.loss_fn, batch), rtol=1e-9, atol=1e-12)
+    # passing the Problem itself or the output loss explicitly gives the same operator
+    torch.testing.assert_close(ggn(model, prob, batch).to_dense(), G)
+    torch.testing.assert_close(ggn(model, None, batch, loss_fn=prob.loss_fn).to_dense(), G)
+
+
+def test_ggn_equals_hessian_for_linear_model_with_squared_error():
+    prob = wb.problems.make("teacher-student", seed=1, dim=5, depth=0, n_train=40)
+    x, y = prob.data()
+    H = hessian(prob.model, prob.loss, (x, y)).to_dense()
+    torch.testing.assert_close(ggn(prob.model, prob.loss, (x, y)).to_dense(), H, rtol=1e-5, atol=1e-6)
+
+
+def test_monte_carlo_ggn_is_unbiased_and_psd():
+    prob = wb.problems.make("gaussian-mixture", seed=0, classes=3, dim=3, width=4, depth=1, n_train=40)
+    model = prob.model.double()
+    x, y = prob.data()
+    batch = (x.double(), y)
+    G = ggn(model, prob.loss, batch).to_dense()
+    mc = ggn(model, prob.loss, batch, mc_samples=4000, seed=0).to_dense()
+    assert torch.linalg.eigvalsh(mc).min() > -1e-10
+    rel = float((mc - G).norm() / G.norm())
+    assert rel < 0.05, rel                 # Monte-Carlo error ~ 1/sqrt(4000) per example, averaged over 40
+    one = ggn(model, prob.loss, batch, mc_samples=1, seed=0).to_dense()
+    assert torch.linalg.matrix_rank(one) <= x.shape[0]
+    # the generic H^{1/2} z sampler (squared error) is unbiased too
+    ts = wb.problems.make("teacher-student", seed=0, dim=3, width=4, depth=1, n_train=40)
+    tm, (tx, ty) = ts.model.double(), ts.data()
+    Gt = ggn(tm, ts.loss, (tx.double(), ty.double())).to_dense()
+    mct = ggn(tm, ts.loss, (tx.double(), ty.double()), mc_samples=4000).to_dense()
+    assert float((mct - Gt).norm() / Gt.norm()) < 0.05
+
+
+def test_empirical_fisher_equals_mean_outer_product_of_per_example_gradients():
+    prob = wb.problems.make("gaussian-mixture", seed=2, classes=3, dim=3, width=4, depth=1, n_train=25)
+    model = prob.model.double()
+    x, y = prob.data()
+    x = x.double()
+    keys, ps = _names_params(model)
+    rows = []
+    for i in range(x.shape[0]):
+        gi = torch.func.grad(lambda *qs: F.cross_entropy(
+            torch.func.functional_call(model, dict(zip(keys, qs)), (x[i:i + 1],)), y[i:i + 1]),
+            argnums=tuple(range(len(ps))))(*ps)
+        rows.append(torch.cat([g.reshape(-1) for g in gi]))
+    Gm = torch.stack(rows)
+    Fd = Gm.T @ Gm / x.shape[0]
+    torch.testing.assert_close(fisher(model, prob.loss, (x, y)).to_dense(), Fd, rtol=1e-9, atol=1e-12)
+    # weighted over batches of unequal size
+    torch.testing.assert_close(fisher(model, prob.loss, [(x[:7], y[:7]), (x[7:], y[7:])]).to_dense(), Fd,
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_ggn_needs_an_output_loss():
+    model, batch = _tiny()
+    with pytest.raises(TypeError, match="loss_fn"):
+        ggn(model, _ce, batch)
+
+
+# -- models are never changed ------------------------------------------------------------------------------------
+class _BNDrop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.drop = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.tanh(self.bn(self.fc1(x)))))
+
+
+def _snapshot(model):
+    return ([m.training for m in model.modules()],
+            {k: v.clone() for k, v in model.state_dict().items()},
+            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+            torch.get_rng_state())
+
+
+def _assert_same(model, snap):
+    modes, state, grads, rng = snap
+    assert [m.training for m in model.modules()] == modes
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    for p, g in zip(model.parameters(), grads):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("model_mode", ["train", "eval"])
+@pytest.mark.parametrize("op_mode", ["train", "eval", None])
+def test_batchnorm_dropout_model_is_never_changed(model_mode, op_mode):
+    torch.manual_seed(0)
+    model = _BNDrop()
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    model.train()
+    model(x)                                            # non-trivial running statistics
+    F.cross_entropy(model(x), y).backward()              # existing gradients must survive
+    model.train(model_mode == "train")
+    snap = _snapshot(model)
+    batches = [(x[:20], y[:20]), (x[20:], y[20:])]
+    ops = []
+    for method in ("double-backward", "forward-over-reverse"):
+        for data in ((x, y), batches):
+            H = hessian(model, _ce, data, mode=op_mode, method=method)
+            _assert_same(model, snap)
+            ops.append(H)
+    ops.append(ggn(model, None, (x, y), mode=op_mode, loss_fn=F.cross_entropy))
+    ops.append(ggn(model, None, batches, mode=op_mode, loss_fn=F.cross_entropy, mc_samples=2))
+    ops.append(fisher(model, None, (x, y), mode=op_mode, loss_fn=F.cross_entropy))
+    _assert_same(model, snap)
+    v = torch.randn(ops[0].size, generator=torch.Generator().manual_seed(3))
+    for op in ops:
+        a = op.matvec(v)
+        _assert_same(model, snap)
+        b = op.matvec(v)                                 # a fixed linear map even with dropout in train mode
+        torch.testing.assert_close(a, b)
+        op.matmat(torch.stack([v, 2 * v], 1))
+        _assert_same(model, snap)
+    H = ops[1]
+    wb.curvature.eigs(H, k=2, tol=1e-2)
+    wb.curvature.spectral_density(H, probes=2, steps=5)
+    wb.curvature.trace(H, n=9)
+    wb.curvature.diagonal(H, n=4)
+    _assert_same(model, snap)
+    # the two methods and the single/multi-batch paths give the same operator (same dropout seeds per batch)
+    torch.testing.assert_close(ops[0].matvec(v), ops[2].matvec(v), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ops[1].matvec(v), ops[3].matvec(v), rtol=1e-4, atol=1e-5)
+
+
+def test_train_mode_uses_batch_statistics_eval_mode_running_statistics():
+    torch.manual_seed(0)
+    model = _BNDrop()
+    model.drop.p = 0.0
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    with torch.no_grad():
+        model.bn.running_mean.fill_(0.5)
+        model.bn.running_var.fill_(2.0)
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(0))
+    he = hessian(model, _ce, (x, y), mode="eval").matvec(v)
+    ht = hessian(model, _ce, (x, y), mode="train").matvec(v)
+    assert not torch.allclose(he, ht)
+    model.eval()
+    torch.testing.assert_close(hessian(model, _ce, (x, y), mode=None).matvec(v), he)
+    assert not model.training
+
+
+# -- SLQ, trace, diagonal ----------------------------------------------------------------------------------------
+def _quadratic(spectrum, seed=0, dtype=torch.float64):
+    n = len(spectrum)
+    lam = torch.as_tensor(spectrum, dtype=dtype)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=dtype))
+    A = Q @ torch.diag(lam) @ Q.T
+    return LinearOperator(lambda v: A @ v, n, dtype=dtype, matmat=lambda V: A @ V), A
+
+
+def test_slq_density_puts_its_mass_on_the_known_eigenvalues():
+    # 200 eigenvalues at 1, 60 at 4, 40 at 10: SLQ quadrature is exact on a spectrum with 3 distinct values
+    spec = [1.0] * 200 + [4.0] * 60 + [10.0] * 40
+    op, _ = _quadratic(spec)
+    d = wb.curvature.spectral_density(op, probes=16, steps=20, seed=0)
+    x = d["eigenvalue"].values
+    assert d.dims == ("eigenvalue",)
+    assert abs(float(d.integrate("eigenvalue")) - 1.0) < 1e-6
+    sigma = d.attrs["sigma"]
+    nodes, w = d.attrs["nodes"], d.attrs["weights"] / d.attrs["probes"]
+    for lam, frac in [(1.0, 200 / 300), (4.0, 60 / 300), (10.0, 40 / 300)]:
+        near = np.abs(nodes - lam) < 1e-6
+        assert abs(w[near].sum() - frac) < 4 * math.sqrt(frac * (1 - frac) / (16 * 300)) + 0.02, lam
+        win = (x > lam - 4 * sigma) & (x < lam + 4 * sigma)
+        assert abs(np.trapezoid(d.values[win], x[win]) - frac) < 0.05
+    assert w[~(np.isclose(nodes, 1) | np.isclose(nodes, 4) | np.isclose(nodes, 10))].sum() < 1e-8
+    assert d.attrs["n_matvec"] <= 16 * 20
+
+
+def test_slq_on_a_continuous_spectrum_matches_the_histogram():
+    spec = np.linspace(-1.0, 3.0, 500)
+    op, _ = _quadratic(spec)
+    d = wb.curvature.spectral_density(op, probes=8, steps=40, seed=1)
+    assert abs(float(d.integrate("eigenvalue")) - 1.0) < 1e-6
+    x = d["eigenvalue"].values
+    cdf = np.cumsum(d.values) * (x[1] - x[0])
+    for q in (0.0, 1.0, 2.0):
+        assert abs(np.interp(q, x, cdf) - (q + 1) / 4) < 0.06
+    neg = wb.curvature.negative_mass(op, probes=8, steps=40, seed=1)
+    assert abs(neg.fraction - 0.25) < 4 * neg.fraction_stderr + 0.03
+    true_ratio = np.abs(spec[spec < 0]).sum() / np.abs(spec).sum()
+    assert abs(neg.magnitude_ratio - true_ratio) < 4 * neg.magnitude_ratio_stderr + 0.03
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_trace_within_three_standard_errors(method, seed):
+    spec = np.concatenate([[40.0, 25.0, 10.0], np.random.default_rng(seed).uniform(-0.5, 1.0, 297)])
+    op, A = _quadratic(spec, seed=seed)
+    res = wb.curvature.trace(op, method=method, n=60, seed=seed)
+    assert res.stderr > 0 and res.n_matvec == 60
+    assert abs(res.value - spec.sum()) <= 3 * res.stderr
+    if method == "hutch++":   # deflating the outliers shrinks the error bar well below plain Hutchinson's
+        h = wb.curvature.trace(op, method="hutchinson", n=60, seed=seed)
+        assert res.stderr < 0.5 * h.stderr
+
+
+def test_trace_and_diagonal_on_a_network_hessian():
+    model, batch = _tiny(seed=4)
+    H = hessian(model, _ce, batch)
+    D = H.to_dense()
+    tr = wb.curvature.trace(H, method="hutchinson", n=400)
+    assert abs(tr.value - float(torch.trace(D))) <= 3.5 * tr.stderr
+    dg = wb.curvature.diagonal(H, n=400, seed=1)
+    z = (dg.value - torch.diagonal(D)) / dg.stderr.clamp(min=1e-12)
+    assert float((z.abs() > 3.5).double().mean()) < 0.05
+    assert wb.curvature.trace(H, method="hutch++", n=3 * H.size).stderr == 0.0
+
+
+def test_derived_quantities():
+    spec = [5.0, 4.0, 2.0, 1.0] + [0.1] * 96 + [-0.7]
+    op, _ = _quadratic(spec)
+    lmin, r = wb.curvature.lambda_min(op, tol=1e-8)
+    assert abs(lmin + 0.7) < 1e-6 and r.converged
+    kappa, r = wb.curvature.condition_number(op, k=3, tol=1e-8)
+    assert abs(kappa - 2.5) < 1e-6
+    kappa, _ = wb.curvature.condition_number(op, k=10, tol=1e-6)
+    assert kappa == pytest.approx(50.0, rel=1e-4)
+    with pytest.raises(ValueError, match="probes"):
+        wb.curvature.spectral_density(op, probes=0)
+    with pytest.raises(ValueError, match="method"):
+        wb.curvature.trace(op, method="exact")

@@ -11,6 +11,11 @@ Every analysis leaves the model exactly as it was (mode, BatchNorm statistics, p
 from .operators import (DEFAULT_HVP_METHOD, HVP_METHODS, CurvatureOperator, LinearOperator, fisher, ggn,  # noqa
                         hessian)
 from .lanczos import ConvergenceWarning, EigResult, eigs  # noqa: F401
+from .density import SLQResult, slq, spectral_density  # noqa: F401
+from .estimators import (DiagonalResult, NegativeMass, TraceResult, condition_number, diagonal,  # noqa: F401
+                         lambda_min, negative_mass, trace)
 
 __all__ = ["LinearOperator", "CurvatureOperator", "hessian", "ggn", "fisher", "eigs", "EigResult",
-           "ConvergenceWarning", "HVP_METHODS", "DEFAULT_HVP_METHOD"]
+           "ConvergenceWarning", "HVP_METHODS", "DEFAULT_HVP_METHOD", "spectral_density", "slq", "SLQResult",
+           "trace", "TraceResult", "diagonal", "DiagonalResult", "lambda_min", "condition_number", "negative_mass",
+           "NegativeMass"]

@@ -145,7 +145,8 @@ def preserved(model: nn.Module, mode: str | None, seed: int | None = None):
                 for m, flag in zip(model.modules(), modes):
                     m.training = flag
                 for b, s in zip(bufs, saved):
-                    b.copy_(s)
+                    if not torch.equal(b, s):     # untouched buffers keep their version counter
+                        b.copy_(s)
 
 
 def check_vector(v: Any, n: int, name: str = "v") -> torch.Tensor:

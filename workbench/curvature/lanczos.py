@@ -104,6 +104,10 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     seed: seeds the random start vector when ``v0`` is None.
     max_basis: basis size that triggers a thick restart (default ``max(2k + 30, 60)``, capped at ``size``).
 
+    Convergence is only declared once the basis holds at least ``2k`` vectors. Exactly repeated eigenvalues
+    (multiplicity above one) are found one copy per Krylov breakdown; like every single-vector Lanczos code this
+    can miss copies of a highly degenerate eigenvalue inside the wanted block.
+
     Returns an :class:`EigResult`; warns with :class:`ConvergenceWarning` when ``max_iter`` runs out first.
     """
     n = op.size
@@ -168,7 +172,9 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         noise = 50 * torch.finfo(dt).eps * float(theta.abs().max())
         ok = (err <= tol * scale) | (res <= noise)
         history.append((n_mv, float(theta[0]), float(res[0])))
-        done = kk == k and bool(ok.all())
+        # a Krylov space holds one copy of each repeated eigenvalue: insist on some unwanted Ritz values too, so
+        # that breakdown restarts can reveal further copies before the top block is declared converged
+        done = kk == k and m >= min(n, 2 * k) and bool(ok.all())
         if done or m >= n or n_mv >= max_iter:
             if m >= n and kk == k:
                 done = True

@@ -175,6 +175,9 @@ class _Setup:
     def param_dict(self, leaves, prefix=""):
         d = {prefix + n: t for n, t in zip(self.names, leaves)}
         d.update({prefix + n: t for n, t in self.others.items()})
+        # private copies of the buffers: BatchNorm in train mode updates these, never the model's own, and the
+        # saved graph never references a tensor the caller may later change in place
+        d.update({prefix + n: b.detach().clone() for n, b in self.model.named_buffers()})
         return d
 
     def loss_at(self, leaves, batch):
