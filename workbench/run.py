@@ -310,7 +310,7 @@ class Run:
     def _set_lr(self, t):
         lr = self.base_lr * _optim.lr_factor(t, self.steps, **self.schedule)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("workbench_lr_scale", 1.0)   # groups with their own lr ratio (Muon's AdamW part)
         return lr
 
     def _probe(self, ctx: ProbeContext, step: int, final: bool):

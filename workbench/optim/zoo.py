@@ -13,7 +13,8 @@ We read the library's update code before registering anything. What we checked a
 * Muon: ``buf <- lerp(buf, g, 1-mu)``, Nesterov ``u = lerp(g, buf, mu)``, Newton-Schulz quintic
   (3.4445, -4.7750, 2.0315) run in bfloat16, lr scaled by ``sqrt(max(1, rows/cols))`` (Keller Jordan's code).
   Only parameters with ``ndim >= 2`` use the orthogonalised update; the others (biases, and the 2D test
-  functions' single (2,)-vector) get the library's built-in AdamW branch (``adamw_lr`` etc.). Verified.
+  functions' single (2,)-vector) get the library's built-in AdamW branch at ``adamw_lr`` (the run loop keeps
+  the ratio adamw_lr/lr through schedules via the group key ``workbench_lr_scale``). Verified.
 * Sophia-H: ``theta <- theta - lr clip(m / max(h, eps), p)``, i.e. the paper's ``eta clip(m/max(gamma h, eps), 1)``
   with ``eta = lr p`` and ``gamma = p``; the Hessian-diagonal EMA is refreshed every ``update_period`` steps by
   Hutchinson, which needs ``backward(create_graph=True)``: our subclass asks the run loop's closure for that on
@@ -251,17 +252,19 @@ def _muon_factory(params, lr, momentum, nesterov, ns_steps, weight_decay, adamw_
     groups = []
     if mats:
         groups.append({"params": mats, "use_muon": True, "cautious": cautious})
-    if rest:
-        groups.append({"params": rest, "use_muon": False})
+    if rest:   # the run loop multiplies its lr by workbench_lr_scale: the AdamW part keeps adamw_lr / lr
+        groups.append({"params": rest, "use_muon": False, "workbench_lr_scale": adamw_lr / lr})
     return po.Muon(groups, lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                    weight_decay=weight_decay, adamw_lr=adamw_lr, adamw_betas=(adamw_beta1, adamw_beta2),
                    adamw_wd=adamw_wd)
 
 
 def _muon_group(hp):
-    # the run loop sets every group's lr; Muon's AdamW groups keep their own adamw_lr only at construction
+    # live-settable keys; a change of adamw_lr/adamw_beta*/adamw_wd/cautious makes the run loop rebuild Muon
+    # (state carried). The run loop sets group lr = run lr * workbench_lr_scale.
     return {"lr": hp["lr"], "momentum": hp["momentum"], "nesterov": hp["nesterov"], "ns_steps": hp["ns_steps"],
-            "weight_decay": hp["weight_decay"]}
+            "weight_decay": hp["weight_decay"], "adamw_lr": hp["adamw_lr"], "adamw_beta1": hp["adamw_beta1"],
+            "adamw_beta2": hp["adamw_beta2"], "adamw_wd": hp["adamw_wd"], "cautious": hp["cautious"]}
 
 
 def _galore_factory(params, lr, beta1, beta2, eps, weight_decay, rank, update_proj_gap, scale, projection_type):
@@ -476,8 +479,8 @@ register(OptimizerSpec(
      _beta("adamw_beta1", 0.9, "AdamW-branch beta1"), _beta("adamw_beta2", 0.95, "AdamW-branch beta2"),
      Param("adamw_wd", 0.0, low=0.0, high=10.0), CAUTIOUS],
     doc="Muon: momentum (Nesterov), then orthogonalise each 2-D update by a quintic Newton-Schulz iteration; "
-        "1-D parameters use AdamW. On the 2-D test functions theta is a vector, so Muon runs its AdamW branch "
-        "there (with the run's lr, which the loop sets on every group).",
+        "1-D parameters use AdamW at adamw_lr (scaled with the run's lr schedule). On the 2-D test functions theta "
+        "is a vector, so Muon is its AdamW branch there.",
     reference="Jordan et al. 2024 (Muon); Liu et al. 2025 (Muon is scalable for LLM training)",
     source=f"pytorch_optimizer {LIB_VERSION}", family="orthogonal", to_group=_muon_group))
 
