@@ -141,15 +141,22 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     if Q.shape[1] == 0:
         raise ValueError("v0 is zero (or its columns are linearly dependent to zero); give a nonzero start")
     n_mv = 0
-    W = op.matmat(Q) if Q.shape[1] > 1 else op.matvec(Q[:, 0]).reshape(n, 1)
+    W0 = op.matmat(Q) if Q.shape[1] > 1 else op.matvec(Q[:, 0]).reshape(n, 1)
     n_mv += Q.shape[1]
-    T = (Q.T @ W).double().cpu()
+    # preallocated basis and image buffers (no per-step concatenation)
+    cap = max_basis + 1
+    Qb = torch.empty(n, cap, device=dev, dtype=dt)
+    Wb = torch.empty(n, cap, device=dev, dtype=dt)
+    m = Q.shape[1]
+    Qb[:, :m], Wb[:, :m] = Q, W0
+    del Q, W0
+    T = (Qb[:, :m].T @ Wb[:, :m]).double().cpu()
     T = 0.5 * (T + T.T)
     gen_restart = torch.Generator(device=dev).manual_seed(int(seed) + 7)
     n_restarts = 0
     history = []
     while True:
-        m = Q.shape[1]
+        Q, W = Qb[:, :m], Wb[:, :m]
         theta, S = torch.linalg.eigh(T)
         order = _order(theta, which)
         theta, S = theta[order], S[:, order]
@@ -179,14 +186,17 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
             if m >= n and kk == k:
                 done = True
             break
-        # thick restart
+        # thick restart: keep the best Ritz vectors (no products needed, A Y = W S)
         if m >= max_basis:
             keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
             Sk = S[:, :keep].to(device=dev, dtype=dt)
-            Q, W = Q @ Sk, W @ Sk
+            Qn, Wn = Q @ Sk, W @ Sk
+            Qb[:, :keep], Wb[:, :keep] = Qn, Wn
+            del Qn, Wn
             T = torch.diag(theta[:keep])
-            R = W[:, :kk] - Q[:, :kk] * theta[:kk].to(device=dev, dtype=dt)   # residuals of the kept pairs
             m = keep
+            Q, W = Qb[:, :m], Wb[:, :m]
+            R = W[:, :kk] - Q[:, :kk] * theta[:kk].to(device=dev, dtype=dt)   # residuals of the kept pairs
             n_restarts += 1
         # expand by the residual of the least converged wanted pair
         bad = (~ok).nonzero().flatten()
@@ -194,8 +204,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
             j = int(torch.argmax(res))
         else:
             j = int(bad[torch.argmax((err / scale)[bad])])
-        d = R[:, j:j + 1]
-        q = orthonormalize(d, Q, drop_tol=1e-4)
+        q = orthonormalize(R[:, j:j + 1], Q, drop_tol=1e-4)
         if q.shape[1] == 0:        # invariant subspace found: continue from a fresh random direction
             q = orthonormalize(torch.randn(n, 1, generator=gen_restart, device=dev, dtype=dt), Q)
             if q.shape[1] == 0:
@@ -203,13 +212,13 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         w = op.matvec(q[:, 0]).reshape(n, 1)
         n_mv += 1
         h = torch.cat([(Q.T @ w).double().cpu().flatten(), (q.T @ w).double().cpu().flatten()])
-        Q = torch.cat([Q, q], 1)
-        W = torch.cat([W, w], 1)
+        Qb[:, m:m + 1], Wb[:, m:m + 1] = q, w
         Tn = torch.zeros(m + 1, m + 1, dtype=torch.float64)
         Tn[:m, :m] = T
         Tn[m, :] = h
         Tn[:, m] = h
         T = Tn
+        m += 1
     vals = theta[:kk].to(dev, dt)
     Y = Q @ S[:, :kk].to(device=dev, dtype=dt)
     n_ok = int(ok.sum())

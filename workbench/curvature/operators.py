@@ -284,6 +284,9 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
 
         def matmat(V):
             k = V.shape[1]
+            if s.device.type == "cpu":
+                # on CPU a loop of cached backward passes beats the vmapped backward (measured, 784-200-200-10)
+                return torch.stack([matvec(V[:, j]) for j in range(k)], 1)
             Vs = s.split(V.T.contiguous(), batched=True)
             out = None
             for i, w in enumerate(s.weights):
