@@ -453,3 +453,12 @@ def test_derived_quantities():
         wb.curvature.spectral_density(op, probes=0)
     with pytest.raises(ValueError, match="method"):
         wb.curvature.trace(op, method="exact")
+
+
+@pytest.mark.slow
+def test_notebook_02_hessian_spectra_runs():
+    from tests.nbutil import run_notebook
+
+    nb = run_notebook("notebooks/02_hessian_spectra.ipynb")
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "integral = 1.000000" in text
