@@ -457,8 +457,54 @@ def test_derived_quantities():
 
 @pytest.mark.slow
 def test_notebook_02_hessian_spectra_runs():
-    from tests.nbutil import run_notebook
+    from nbutil import run_notebook
 
     nb = run_notebook("notebooks/02_hessian_spectra.ipynb")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "integral = 1.000000" in text
+
+
+# -- property tests for bad input ----------------------------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_OP = LinearOperator(lambda v: 2.0 * v, 7, dtype=torch.float64, matmat=lambda V: 2.0 * V)
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.one_of(st.integers(max_value=0), st.integers(min_value=8)))
+def test_eigs_rejects_k_outside_1_to_n(k):
+    with pytest.raises(ValueError, match="k="):
+        eigs(_OP, k=k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(which=st.text(max_size=4).filter(lambda s: s not in ("LA", "SA", "LM")))
+def test_eigs_rejects_unknown_which(which):
+    with pytest.raises(ValueError, match="which"):
+        eigs(_OP, which=which)
+
+
+@settings(max_examples=40, deadline=None)
+@given(i=st.integers(0, 6), bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+def test_non_finite_vectors_are_rejected(i, bad):
+    v = torch.ones(7, dtype=torch.float64)
+    v[i] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        _OP.matvec(v)
+    with pytest.raises(ValueError, match="non-finite"):
+        _OP.matmat(v[:, None])
+    with pytest.raises(ValueError, match="non-finite"):
+        eigs(_OP, v0=v)
+
+
+@settings(max_examples=25, deadline=None)
+@given(tol=st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0001), st.just(float("nan"))))
+def test_eigs_rejects_bad_tolerance(tol):
+    with pytest.raises(ValueError, match="tol"):
+        eigs(_OP, tol=tol)
+
+
+def test_identity_like_operator_converges_immediately():
+    res = eigs(_OP, k=3, which="SA")
+    assert res.converged
+    torch.testing.assert_close(res.values, torch.full((3,), 2.0, dtype=torch.float64))
