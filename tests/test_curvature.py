@@ -256,6 +256,13 @@ def test_monte_carlo_ggn_is_unbiased_and_psd():
     Gt = ggn(tm, ts.loss, (tx.double(), ty.double())).to_dense()
     mct = ggn(tm, ts.loss, (tx.double(), ty.double()), mc_samples=4000).to_dense()
     assert float((mct - Gt).norm() / Gt.norm()) < 0.05
+    # and the Bernoulli sampler of the logistic loss
+    bx = wb.problems.make("xor", seed=0, width=4, depth=1, n_train=40)
+    bm, (bxx, byy) = bx.model.double(), bx.data()
+    Gb = ggn(bm, bx.loss, (bxx.double(), byy)).to_dense()
+    mcb = ggn(bm, bx.loss, (bxx.double(), byy), mc_samples=4000).to_dense()
+    assert ggn(bm, bx.loss, (bxx.double(), byy), mc_samples=2).attrs["loss_kind"] == "bernoulli"
+    assert float((mcb - Gb).norm() / Gb.norm()) < 0.05
 
 
 def test_empirical_fisher_equals_mean_outer_product_of_per_example_gradients():
