@@ -46,10 +46,10 @@ def refresh_batchnorm(model: nn.Module, data, max_batches: int | None = None) ->
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
+    model.train()          # as torch.optim.swa_utils.update_bn: the whole model in train mode (dropout too) ...
     device = next(model.parameters()).device
-    with torch.no_grad():
-        for i, batch in enumerate(as_batches(data)):
+    with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        for i, batch in enumerate(as_batches(data)):     # ... but the caller's RNG stream is left untouched
             if max_batches is not None and i >= max_batches:
                 break
             model(to_device(batch, device)[0])
@@ -180,13 +180,15 @@ def curve_path(curve: BezierCurve, loss, data, steps: int = 21, *, bn_data=None,
 
 def bezier(model_a: nn.Module, model_b, loss, data, steps: int = 500, *, optimizer: str = "adam", lr: float = 1e-2,
            batch_size: int | None = None, seed: int = 0, mode: str = "train", init: str = "midpoint",
-           progress: bool | None = None, **optimizer_hparams) -> BezierCurve:
+           init_noise: float = 0.01, progress: bool | None = None, **optimizer_hparams) -> BezierCurve:
     """Train the control point θ_c of a quadratic Bezier curve joining ``model_a`` and ``model_b`` (Garipov et al.
     2018): each step draws t ~ U(0, 1) and a mini-batch and takes an optimizer step on L(φ(t)) w.r.t. θ_c only.
 
     data: one batch (x, y) (mini-batches of ``batch_size`` are drawn from it, seeded; None = full batch) or a
       list of batches (cycled). optimizer/lr/optimizer_hparams: any ``wb.optimizers`` entry. mode: "train"
-      (default, BatchNorm uses batch statistics as in Garipov et al.) or "eval". init: "midpoint" of the segment.
+      (default, BatchNorm uses batch statistics as in Garipov et al.) or "eval". init: "midpoint" of the segment,
+      moved by a seeded random vector of norm ``init_noise * |θ_b - θ_a|`` (the straight line can be a saddle of
+      the curve objective, e.g. in symmetric problems, and training would never leave it).
     Neither model is changed; the returned curve holds copies. ``curve.history`` is the training loss per step.
     """
     import workbench as wb
@@ -204,9 +206,12 @@ def bezier(model_a: nn.Module, model_b, loss, data, steps: int = 500, *, optimiz
     loss_, loss_fn, _ = resolve_loss(loss, metrics={})
     objective = _Objective(template, loss_, loss_fn, {})
     buffers = {"model." + k: v for k, v in template.named_buffers()}
-    control = ((a + b) / 2).clone().requires_grad_(True)
-    opt = wb.optimizers.make(optimizer, [control], lr=lr, **optimizer_hparams)
+    init_noise = check_float("init_noise", init_noise, 0.0)
     g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn(a.shape, generator=g, dtype=torch.float64)
+    noise = (noise / noise.norm() * init_noise * (b - a).double().norm()).to(a.device, a.dtype)
+    control = ((a + b) / 2 + noise).clone().requires_grad_(True)
+    opt = wb.optimizers.make(optimizer, [control], lr=lr, **optimizer_hparams)
     if _is_single_batch(data):
         x_all, y_all = data
         n = x_all.shape[0]
@@ -253,7 +258,7 @@ def bezier(model_a: nn.Module, model_b, loss, data, steps: int = 500, *, optimiz
                            name="bezier_loss", attrs={"long_name": "training loss of the curve at a random t"})
     return BezierCurve(a, b, control.detach().clone(), template, history,
                        {"optimizer": optimizer, "lr": lr, "steps": steps, "batch_size": batch_size, "seed": seed,
-                        "mode": mode, **optimizer_hparams})
+                        "mode": mode, "init_noise": init_noise, **optimizer_hparams})
 
 
 def _load_flat(model: nn.Module, theta: torch.Tensor) -> None:

@@ -129,6 +129,8 @@ def _evaluate(model, loss, data, directions, axes, *, center, mode, method, metr
     })
     if ev.fallback_reason:
         out.attrs["vmap_fallback_reason"] = ev.fallback_reason
+    if ev.method_reason:
+        out.attrs["method_reason"] = ev.method_reason
     return out
 
 
@@ -148,7 +150,10 @@ def surface(model: nn.Module, loss, data, directions: Directions, span: Any = 1.
     mode: "eval" (default; BatchNorm uses running statistics, dropout off) or "train" (BatchNorm normalizes with
       each grid point's batch statistics, running statistics untouched; dropout active).
     method: "auto" (vmap over grid points, loop fallback with a warning saying why), "vmap" or "loop".
-    chunk_size / max_memory: grid points per vmap call, or the activation-memory budget that sets it (1 GiB).
+    chunk_size / max_memory: grid points per vmap call, or the activation-memory budget (bytes) that sets it
+      (default 32 MiB on CPU, where cache-sized chunks are fastest, 1 GiB on CUDA). With method="auto" on CPU,
+      a model whose single forward pass exceeds a quarter of the budget is evaluated point by point (attrs
+      ``method_reason`` says so): batching gains nothing there.
     progress: tqdm bar (None: automatic on long grids).
     attrs: direction norms (``alpha_norm``, ``beta_norm``), normalization, seed, mode, method, chunk size.
     """
