@@ -33,7 +33,7 @@ RUN_PARAMS = [
 
 POLL_MS = 200
 PATH_EVERY_S = 0.5          # the contour view re-renders at most this often (plotly.js redraws the contour)
-MAX_POINTS = 5000           # longer series are thinned for display (min/max per bucket keeps spikes)
+MAX_POINTS = 1500           # longer series are thinned for display (min/max per bucket keeps spikes)
 
 
 def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS):
@@ -66,7 +66,7 @@ def plotly_template() -> dict:
 
 
 def loss_figure(steps=(), loss=(), title="training loss", log=True) -> dict:
-    return {"data": [{"type": "scattergl", "x": list(steps), "y": list(loss), "mode": "lines", "name": "train loss",
+    return {"data": [{"type": "scatter", "x": list(steps), "y": list(loss), "mode": "lines", "name": "train loss",
                       "line": {"width": 2}}],
             "layout": {"template": plotly_template(), "margin": {"l": 50, "r": 10, "t": 30, "b": 40},
                        "title": {"text": title}, "xaxis": {"title": {"text": "step"}},
@@ -172,10 +172,12 @@ class Dashboard(pn.viewable.Viewer):
         if prob.kind != "function":
             self.path_pane.visible = False
             return
-        xs, ys, Z = contour_grid(prob)
+        xs, ys, Z = contour_grid(prob, n=100)
         zlog = np.log10(Z - Z.min() + 1e-3)
         fig = go.Figure()
-        fig.add_trace(go.Contour(x=xs, y=ys, z=zlog, ncontours=30, colorscale="Viridis", showscale=True,
+        # a heatmap, not a contour trace: plotly.js re-traces contour lines on every live redraw, a heatmap is an
+        # image (cheap); the log scale shows the level structure
+        fig.add_trace(go.Heatmap(x=xs, y=ys, z=zlog, colorscale="Viridis", showscale=True, zsmooth="best",
                                  colorbar=dict(title="log10(f - min + 1e-3)"), name="f", hoverinfo="skip"))
         if prob.minima:
             mx, my = zip(*prob.minima)
@@ -205,7 +207,7 @@ class Dashboard(pn.viewable.Viewer):
             hp = self.hparam_form.values()
             rp = self.run_form.values()
             probes = [wb.probes.Trajectory(every=1)] if prob.kind == "function" else []
-            self.stop()
+            self.stop(wait=2.0)
             run = wb.Run(prob, optimizer=self.optimizer_select.value, steps=rp["steps"], seed=rp["seed"],
                          batch_size=rp["batch_size"], device="cpu", probes=probes, progress=False, **hp)
         except ValueError as exc:
@@ -229,14 +231,16 @@ class Dashboard(pn.viewable.Viewer):
         self._ensure_polling()
         return run
 
-    def stop(self):
+    def stop(self, wait: float = 0.0):
+        """Ask the current run to stop (it does so before its next step); the views update on the next tick."""
         if self.run is not None and not self.run.done:
             self.run.stop()
-            self.run.wait(5.0)
+            if wait:
+                self.run.wait(wait)
             self._tick()
 
     def reset(self):
-        self.stop()
+        self.stop(wait=2.0)
         self.run = None
         self._reset_views(self._problem_obj)
         self.status.object = "Ready. Pick a problem and an optimizer, then press **Run**."
@@ -290,6 +294,9 @@ class Dashboard(pn.viewable.Viewer):
                     traj = run.probe_history("trajectory")["trajectory"]
                     if traj:
                         pts = np.asarray(traj)
+                        if len(pts) > MAX_POINTS:     # keep the start, the end and an even stride between
+                            idx = np.unique(np.r_[np.linspace(0, len(pts) - 1, MAX_POINTS).astype(int)])
+                            pts = pts[idx]
                         fig = dict(self.path_fig)
                         fig["data"] = list(fig["data"][:-1]) + [{**fig["data"][-1], "x": pts[:, 0], "y": pts[:, 1]}]
                         self.path_fig = fig

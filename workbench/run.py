@@ -324,15 +324,16 @@ class Run:
             results.append((slot, vals, time.perf_counter() - t0))
         return results
 
-    def _store_probe(self, ctx, results, step):
+    def _store_probe(self, ctx, results, step, final=False):
         rows = {}
         for slot, vals, secs in results:
             if slot.steps and slot.steps[-1] == step:
                 continue
-            t0 = time.perf_counter()
-            with isolated(self.model, self.params), _optim.eval_params(self.optimizer):
-                slot.probe.after_update(ctx, vals)
-            secs += time.perf_counter() - t0
+            if not final:       # there is no update after the final measurement
+                t0 = time.perf_counter()
+                with isolated(self.model, self.params), _optim.eval_params(self.optimizer):
+                    slot.probe.after_update(ctx, vals)
+                secs += time.perf_counter() - t0
             with self._lock:
                 slot.steps.append(step)
                 slot.seconds.append(secs)
@@ -402,12 +403,12 @@ class Run:
                     else:
                         self.optimizer.step()
                     rows = self._store_probe(ctx, results, t)
-                    pnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.detach() for p in self.params])))
+                    params_finite = bool(torch.stack([torch.isfinite(p.detach()).all() for p in self.params]).all())
                     self._append_step(loss, lr, gnorm)
                     if self.callback is not None:
                         if self.callback({"step": t, "loss": loss, "lr": lr, "grad_norm": gnorm, **rows}) is False:
                             self._stop.set()
-                    if not torch.isfinite(pnorm):
+                    if not params_finite:
                         self.diverged_at = t + 1
                         self._finish_loop("diverged")
                         return
@@ -421,7 +422,7 @@ class Run:
                 # final probes at θ_T
                 ctx.step, ctx.final, ctx.batch, ctx._grad = self.step, True, None, None
                 if self._slots:
-                    self._store_probe(ctx, self._probe(ctx, self.step, final=True), self.step)
+                    self._store_probe(ctx, self._probe(ctx, self.step, final=True), self.step, final=True)
                 self._finish_loop("stopped" if self._stop.is_set() and self.step < self.steps else "finished")
             finally:
                 if bar is not None:

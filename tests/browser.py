@@ -1,0 +1,117 @@
+"""Shared helpers for browser tests: a real `workbench app` server process and headless Debian Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def require_browser():
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"Chromium not found at {CHROMIUM} but WORKBENCH_REQUIRE_BROWSER=1")
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            raise
+        pytest.skip("playwright is not installed (pip install -e .[dev])")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    def __init__(self, tmp_path, extra_args=()):
+        self.port = free_port()
+        self.tmp = tmp_path
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = open(tmp_path / "server.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "app", "--port", str(self.port),
+                                      "--results-dir", str(tmp_path / "results"), *extra_args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.output()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"server did not come up: {self.output()}")
+
+    def alive(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        with urllib.request.urlopen(self.url, timeout=30) as r:
+            return r.status == 200
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def plot_points(page, css=".wb-loss-plot", trace=0) -> int:
+    """Number of points in trace ``trace`` (negative counts from the end) of a plotly plot in a Panel pane."""
+    return page.locator(f"{css} .js-plotly-plot").evaluate(
+        "(el, i) => { const d = el.data || []; const t = d[i < 0 ? d.length + i : i];"
+        " return (t && t.x && t.x.length !== undefined) ? t.x.length : 0; }", trace)
+
+
+def text_of(page, css) -> str:
+    """Visible text of a Panel pane (its shadow DOM, without <style> contents)."""
+    return page.locator(css).first.evaluate(
+        "el => { const root = el.shadowRoot || el; const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);"
+        " let out = ''; let n; while ((n = walker.nextNode())) {"
+        " if (n.parentElement && n.parentElement.tagName === 'STYLE') continue; out += n.textContent; }"
+        " return out.trim(); }")
+
+
+def wait_until(fn, timeout=60.0, interval=0.2, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last value {last!r})")
+
+
+def set_text(page, css, value):
+    box = page.locator(f"{css} input")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def choose(page, css, value):
+    page.locator(f"{css} select").select_option(value)
