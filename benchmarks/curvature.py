@@ -269,6 +269,8 @@ def attempt(rows, task, lib, fn, ref=None, kind="eig"):
         rows.append(Row(task, lib, "-", float("nan"), 0, float("nan"), "CRASHED " + msg))
         return None
     rows.append(out)
+    print(f"  done: {out.task:<11}{out.lib:<21}{out.setting:<24}{out.seconds:>8.2f}s {out.hvps:>5d} HVPs "
+          f"err {out.err:.1e}", file=sys.stderr, flush=True)
     return out
 
 
