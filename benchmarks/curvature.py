@@ -132,7 +132,7 @@ def pyh_make(model, x, y, counter):
     return PyH(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), data=(x, y), cuda=False)
 
 
-def pyh_top(model, x, y, k, tol, counter, max_iter=100):
+def pyh_top(model, x, y, k, tol, counter, max_iter=1000):
     def run():
         h = pyh_make(model, x, y, counter)
         return h.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)[0]
