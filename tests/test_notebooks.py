@@ -1,0 +1,36 @@
+"""Notebooks: the quickstart runs top to bottom (quick mode); every notebook is committed clean and is executed
+by some test."""
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbutil import ROOT, run_notebook
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+def test_quickstart_executes():
+    nb = run_notebook("notebooks/00_quickstart.ipynb")
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "test accuracy after" in outputs and "saved and reloaded" in outputs
+    assert "lr=0.21: diverged" in outputs and "lr=0.19: finished" in outputs
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_clean_numbered_and_honours_quick_mode(path):
+    nb = nbformat.read(path, as_version=4)
+    assert re.match(r"\d\d_", path.name), "notebooks are numbered tours"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.get("outputs"), f"{path.name} is committed with outputs"
+    assert "WORKBENCH_QUICK" in "".join(c.source for c in nb.cells), f"{path.name} has no quick mode"
+
+
+def test_every_notebook_is_executed_by_a_test():
+    sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    for path in NOTEBOOKS:
+        assert path.name in sources or path.stem in sources, f"no test executes {path.name}"
