@@ -252,10 +252,11 @@ def hessian(model: nn.Module, loss, data, n: int = 2, which: str = "LA", tol: fl
         raise ImportError("landscapes.directions.hessian needs workbench.curvature") from exc
     if params is not None:
         raise ValueError("params: Hessian directions over a subset of parameters are not supported; use params=None")
+    seed = check_int("seed", seed, 0)
     op = curvature.hessian(model, loss, data, params=None, mode=mode)
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    v0 = torch.randn(op.size, generator=g, dtype=torch.float32).to(op.device, op.dtype)
-    res = curvature.eigs(op, k=n, which=which, tol=tol, max_iter=max_iter, v0=v0)
+    if n > op.size:
+        raise ValueError(f"n={n} is out of range: the model has only {op.size} parameters")
+    res = curvature.eigs(op, k=n, which=which, tol=tol, max_iter=max_iter, seed=seed)
     params_ = trainable(model)
     V = res.vectors.T.detach().to(params_[0][1].dtype)
     return Directions(V, [k for k, _ in params_], [p.shape for _, p in params_], "hessian",

@@ -145,6 +145,26 @@ def test_random_directions_are_seeded_and_leave_rng_alone():
     assert torch.equal(a.vectors, b.vectors) and not torch.equal(a.vectors, c.vectors)
 
 
+def test_hessian_directions_are_the_quadratic_eigenvectors():
+    pytest.importorskip("workbench.curvature")
+    prob = wb.problems.make("quadratic", lambda1=1.0, lambda2=10.0, angle=30.0)
+    d = ls.directions.hessian(prob.model, prob.loss, prob.data(), n=2)
+    assert d.meta["eigenvalues"] == pytest.approx([10.0, 1.0], rel=1e-4)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    assert abs(float(d.vectors[0] @ torch.tensor([-s, c]))) == pytest.approx(1.0, abs=1e-4)
+    assert abs(float(d.vectors[1] @ torch.tensor([c, s]))) == pytest.approx(1.0, abs=1e-4)
+    surf = ls.surface(prob.model, prob.loss, prob.data(), d, span=1.0, steps=5)
+    f0 = float(prob.loss(prob.model, prob.data()))
+    # f(θ0 + a v1 + b v2) = f0 + a g·v1 + b g·v2 + (10 a^2 + b^2)/2 exactly
+    theta = prob.model.theta.detach().double()
+    H = torch.tensor([[c * c + 10 * s * s, (1 - 10) * c * s], [(1 - 10) * c * s, s * s + 10 * c * c]], dtype=torch.float64)
+    grad = H @ theta
+    V = d.vectors.double()
+    A, B = np.meshgrid(surf.alpha.values, surf.beta.values, indexing="ij")
+    exact = f0 + A * float(grad @ V[0]) + B * float(grad @ V[1]) + 0.5 * (10 * A ** 2 + B ** 2)
+    np.testing.assert_allclose(surf.values, exact, rtol=1e-4, atol=1e-5)
+
+
 def test_orthogonalize_keeps_norms_and_makes_orthogonal():
     model = _convnet()
     d = ls.directions.random(model, n=3, seed=1, orthogonal=True)
@@ -546,3 +566,14 @@ def test_other_bad_inputs_name_their_field(spirals):
         ls.function_surface(spirals)
     with pytest.raises(ValueError, match="quantity"):
         ls.plot(ls.surface(m, spirals.loss, spirals.data(), d, steps=3), quantity="f1")
+
+
+# -- notebooks ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["01_loss_landscapes.ipynb", "08_mode_connectivity.ipynb"])
+def test_notebook_runs_in_quick_mode(name):
+    from nbutil import ROOT, run_notebook
+
+    nb = run_notebook(ROOT / "notebooks" / name)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
