@@ -1,0 +1,312 @@
+"""Build notebooks/05_optimizer_trajectories.ipynb (run: python notebooks/src/05_optimizer_trajectories.py).
+
+The notebook is written without outputs; ``--execute`` runs it in quick mode (WORKBENCH_QUICK=1) to check it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "05_optimizer_trajectories.ipynb"
+
+cells = []
+md = lambda s: cells.append(new_markdown_cell(s.strip()))  # noqa: E731
+code = lambda s: cells.append(new_code_cell(s.strip()))  # noqa: E731
+
+md(r"""
+# 05 · Optimizer trajectories: a race on 2-D test functions, Lion's box, SAM at a saddle, and digits
+
+Every optimizer here comes from `wb.optimizers` (one schema each: `wb.optimizers.schema(name)`), so swapping one
+into a run — or into the dashboard — is a change of name. What this notebook shows:
+
+1. **A race** of first-order, sign-based, adaptive, sharpness-aware, zeroth-order and parameter-free optimizers on
+   Rosenbrock, Himmelblau, a saddle and Rastrigin, drawn on the *exact* contours (`prob.function`), animated with
+   a step slider.
+2. **Lion's box**: with decoupled weight decay λ, Lion solves min f subject to ‖x‖∞ ≤ 1/λ
+   (Chen et al. 2023, *Symbolic Discovery of Optimization Algorithms*; Chen, Liu, Liang, Liu 2023, *Lion secretly
+   solves constrained optimization, as Lyapunov predicts*).
+3. **SAM at a saddle** (Foret et al. 2021): the ascent step e = ρ g/‖g‖ points *up* the negative-curvature
+   direction too, so close to a saddle SAM's effective gradient along it changes sign — the saddle attracts SAM
+   where gradient descent escapes.
+4. **The same optimizers on digits-mlp**, loss curves side by side.
+
+Set `WORKBENCH_QUICK=1` for a fast pass (fewer steps, smaller model).
+""")
+
+code(r"""
+import os, math, time
+import numpy as np
+import torch
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+import workbench as wb
+from workbench.probes.optimizer import SAMProbe
+
+QUICK = os.environ.get("WORKBENCH_QUICK") == "1"
+torch.set_num_threads(1 if QUICK else max(1, torch.get_num_threads()))
+STEPS_2D = 80 if QUICK else 300
+print("quick mode" if QUICK else "full mode", "| optimizers registered:", len(wb.optimizers.list()))
+""")
+
+md(r"""
+## 1 · The race
+
+Learning rates are per function (a fair race needs each optimizer near its own best step size; these were picked
+from a small sweep). DoG is parameter-free (`lr=1` is the paper's method; its initial movement r_ε = 10⁻⁴(1 + ‖x₀‖)
+is larger than the paper's 10⁻⁶ default so that its warm-up fits in a few hundred steps); zeroth-order SGD (MeZO) uses two
+forward passes per sample and no gradient at all.
+""")
+
+code(r"""
+RACERS = {   # name: (colour, extra hyperparameters)
+    "gd": ("#1f77b4", {}),
+    "sgd": ("#17becf", {"momentum": 0.9}),
+    "adam": ("#d62728", {}),
+    "lion": ("#ff7f0e", {}),
+    "adan": ("#9467bd", {}),
+    "sam": ("#2ca02c", {"rho": 0.05}),
+    "ngd": ("#8c564b", {}),
+    "dog": ("#e377c2", {"reps_rel": 1e-4}),
+    "zo_sgd": ("#7f7f7f", {"n_samples": 4}),
+}
+LR = {
+    "rosenbrock": {"gd": 2e-3, "sgd": 1e-3, "adam": 0.3, "lion": 0.01, "adan": 0.1, "sam": 2e-3, "ngd": 0.03,
+                   "dog": 1.0, "zo_sgd": 1e-3},
+    "himmelblau": {"gd": 0.01, "sgd": 3e-3, "adam": 0.1, "lion": 0.1, "adan": 0.1, "sam": 0.01, "ngd": 0.03,
+                   "dog": 1.0, "zo_sgd": 0.01},
+    "saddle":     {"gd": 0.01, "sgd": 1e-3, "adam": 0.01, "lion": 0.01, "adan": 0.01, "sam": 0.01, "ngd": 0.01,
+                   "dog": 1.0, "zo_sgd": 0.01},
+    "rastrigin":  {"gd": 1e-3, "sgd": 1e-3, "adam": 0.1, "lion": 0.03, "adan": 0.1, "sam": 0.01, "ngd": 0.03,
+                   "dog": 1.0, "zo_sgd": 1e-3},
+}
+
+
+def race(fn, steps=STEPS_2D):
+    prob = wb.problems.make(fn)
+    paths = {}
+    for name, (_, hp) in RACERS.items():
+        run = wb.train(prob, optimizer=name, lr=LR[fn][name], steps=steps, progress=False,
+                       probes=[wb.probes.Trajectory(every=1)], **hp)
+        assert run.record.attrs["trajectory_kind"] == "params"     # exact coordinates, not a sketch
+        paths[name] = (run.record.trajectory.values, run.status)
+    return prob, paths
+
+
+def contour(prob, n=160, log=True):
+    (x0, x1), (y0, y1) = prob.domain
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    X, Y = np.meshgrid(xs, ys)
+    pts = torch.tensor(np.stack([X, Y], -1), dtype=torch.float64)
+    Z = prob.function(pts).numpy()
+    if log:
+        Z = np.log10(Z - Z.min() + 1e-3)
+    return go.Contour(x=xs, y=ys, z=Z, colorscale="Greys", showscale=False, ncontours=30, opacity=0.7,
+                      contours=dict(coloring="heatmap"), hoverinfo="skip")
+
+
+def race_figure(prob, paths, log=True, n_frames=40):
+    (x0, x1), (y0, y1) = prob.domain
+    T = max(len(p) for p, _ in paths.values())
+    marks = sorted(set(np.linspace(1, T, n_frames).astype(int)))
+
+    def traces(k):
+        out = []
+        for name, (path, status) in paths.items():
+            seg = path[:k]
+            out.append(go.Scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", line=dict(color=RACERS[name][0], width=2),
+                                  name=name, legendgroup=name))
+            out.append(go.Scatter(x=seg[-1:, 0], y=seg[-1:, 1], mode="markers", legendgroup=name, showlegend=False,
+                                  marker=dict(color=RACERS[name][0], size=9, line=dict(color="white", width=1))))
+        return out
+
+    fig = go.Figure(data=[contour(prob, log=log)] + traces(marks[-1]))
+    for m in prob.minima:
+        fig.add_scatter(x=[m[0]], y=[m[1]], mode="markers", marker=dict(symbol="star", size=14, color="gold"),
+                        name="minimum", showlegend=False)
+    idx = list(range(1, 1 + 2 * len(paths)))
+    fig.frames = [go.Frame(data=traces(k), traces=idx, name=str(k - 1)) for k in marks]
+    fig.update_layout(
+        title=f"{prob.name}: {len(paths)} optimizers, {T - 1} steps (log contours)" if log else prob.name,
+        xaxis=dict(range=[x0, x1]), yaxis=dict(range=[y0, y1], scaleanchor="x"), width=760, height=620,
+        updatemenus=[dict(type="buttons", x=0.0, y=-0.08, xanchor="left", buttons=[
+            dict(label="▶ play", method="animate", args=[None, dict(frame=dict(duration=80, redraw=False),
+                                                                      fromcurrent=True, transition=dict(duration=0))]),
+            dict(label="❚❚", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0))])])],
+        sliders=[dict(active=len(marks) - 1, x=0.12, len=0.88, y=-0.05, currentvalue=dict(prefix="step "),
+                      steps=[dict(method="animate", label=str(k - 1),
+                                  args=[[str(k - 1)], dict(mode="immediate", frame=dict(duration=0, redraw=False))])
+                             for k in marks])])
+    return fig
+
+
+def scoreboard(prob, paths):
+    rows = []
+    for name, (path, status) in paths.items():
+        f = float(prob.function(torch.tensor(path[-1], dtype=torch.float64)))
+        rows.append((f, name, status, path[-1]))
+    print(f"{prob.name}: final value and point after {len(path) - 1} steps")
+    for f, name, status, xT in sorted(rows, key=lambda r: r[0]):
+        print(f"  {name:8s} f(x_T) = {f: .4g} at ({xT[0]: .3f}, {xT[1]: .3f})  ({status})")
+""")
+
+for fn, log in (("rosenbrock", True), ("himmelblau", True), ("saddle", False), ("rastrigin", False)):
+    code(f"""
+prob, paths = race({fn!r})
+scoreboard(prob, paths)
+race_figure(prob, paths, log={log})
+""")
+
+md(r"""
+What to look for. On **Rosenbrock** the sign-based and adaptive methods (Lion, Adam, Adan) take near-constant
+steps along the curved valley while GD crawls once inside it; normalized GD moves at constant speed and ends
+oscillating at distance ≈ lr. On **Himmelblau** the start at the origin sits between basins and the methods pick
+different minima. On the **saddle** (unbounded below), the adaptive methods escape along y fastest because they
+normalise the tiny y-gradient, whereas SAM stalls (section 3). **Rastrigin** traps every local method in the basin
+it starts in.
+""")
+
+md(r"""
+## 2 · Lion's box
+
+Lion's update with decoupled weight decay is x ← x − lr (sign(c) + λ x). Every coordinate with |x| > 1/λ is pulled
+back, since |sign(c)| ≤ 1 < λ|x|, so the iterates stay in ‖x‖∞ ≤ 1/λ (plus one step). The minimum of
+f = ½‖x − c‖² below, c = (2.5, −1.8), lies outside the boxes; Lion converges to the constrained minimiser, the
+projection of c onto the box.
+""")
+
+code(r"""
+c = torch.tensor([2.5, -1.8])
+steps = 600 if QUICK else 2000
+fig = go.Figure()
+for lam, col in ((1.0, "#d62728"), (2.0, "#1f77b4"), (0.5, "#2ca02c")):
+    x = torch.nn.Parameter(torch.tensor([-0.2, 0.3]))
+    opt = wb.optimizers.make("lion", [x], lr=0.01, weight_decay=lam)
+    path = [x.detach().clone()]
+    for _ in range(steps):
+        x.grad = x.detach() - c
+        opt.step()
+        path.append(x.detach().clone())
+    path = torch.stack(path).numpy()
+    b = 1 / lam
+    print(f"lambda={lam}: max ||x||_inf = {np.abs(path).max():.4f} (bound 1/lambda + lr = {b + 0.01:.4f}); "
+          f"x_T = {path[-1].round(3)}, projection of c = {np.clip(c.numpy(), -b, b)}")
+    fig.add_scatter(x=[-b, b, b, -b, -b], y=[-b, -b, b, b, -b], mode="lines", line=dict(color=col, dash="dash"),
+                    name=f"box 1/λ, λ={lam}")
+    fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", marker=dict(size=3), line=dict(color=col),
+                    name=f"Lion, λ={lam}")
+fig.add_scatter(x=[2.5], y=[-1.8], mode="markers", marker=dict(symbol="star", size=14, color="gold"),
+                name="unconstrained minimum")
+fig.update_layout(title="Lion with decoupled weight decay stays in the box ‖x‖∞ ≤ 1/λ", width=700, height=600,
+                  yaxis=dict(scaleanchor="x"))
+fig
+""")
+
+md(r"""
+## 3 · SAM at a saddle
+
+On f(x, y) = x² − y² the gradient is g = (2x, −2y). SAM evaluates the gradient at θ + e with e = ρ g/‖g‖, so its
+y-component is −2y(1 − 2ρ/‖g‖): once ‖g‖ < 2ρ the push away from the saddle along y *reverses* and SAM is drawn
+into the saddle, while gradient descent (growth factor 1 + 2·lr per step along y) escapes. `SAMProbe` records
+the ascent points and ‖e‖ every step.
+""")
+
+code(r"""
+prob = wb.problems.make("saddle", x0=-1.5, y0=0.05)
+steps = 150 if QUICK else 400
+runs = {"gd": wb.train(prob, optimizer="gd", lr=0.02, steps=steps, probes=[wb.probes.Trajectory(every=1)],
+                       progress=False)}
+for rho in (0.05, 0.3):
+    runs[f"sam ρ={rho}"] = wb.train(prob, optimizer="sam", lr=0.02, rho=rho, steps=steps, progress=False,
+                                    probes=[wb.probes.Trajectory(every=1), SAMProbe(every=1)])
+fig = make_subplots(rows=1, cols=2, subplot_titles=("paths on x² − y² (dots: SAM ascent points)", "|y| vs step"))
+fig.add_trace(contour(prob, log=False), row=1, col=1)
+cols = {"gd": "#1f77b4", "sam ρ=0.05": "#2ca02c", "sam ρ=0.3": "#d62728"}
+for name, run in runs.items():
+    tr = run.record.trajectory.values
+    fig.add_scatter(x=tr[:, 0], y=tr[:, 1], mode="lines", line=dict(color=cols[name]), name=name, row=1, col=1)
+    if "sam_ascent_point" in run.record:
+        ap = run.record.sam_ascent_point.values[::5]
+        fig.add_scatter(x=ap[:, 0], y=ap[:, 1], mode="markers", marker=dict(color=cols[name], size=4, opacity=0.5),
+                        showlegend=False, row=1, col=2 - 1)
+    fig.add_scatter(x=np.arange(len(tr)), y=np.abs(tr[:, 1]), mode="lines", line=dict(color=cols[name]),
+                    showlegend=False, row=1, col=2)
+    print(f"{name:12s} final (x, y) = {tr[-1].round(4)}")
+fig.update_yaxes(type="log", row=1, col=2)
+fig.update_xaxes(range=[-2, 2], row=1, col=1)
+fig.update_yaxes(range=[-2, 2], row=1, col=1)
+fig.update_layout(width=1000, height=480)
+fig
+""")
+
+md(r"""
+## 4 · The same optimizers on digits-mlp
+
+Full-batch training of an MLP on sklearn's digits (cross-entropy). Learning rates are each optimizer's usual scale
+for this kind of model. The second panel is against wall time: SAM pays two gradients per step and zeroth-order
+SGD pays 2 × `n_samples` forward passes but no backward pass.
+""")
+
+code(r"""
+digits = wb.problems.make("digits-mlp", n_train=300 if QUICK else 1437, width=64 if QUICK else 200,
+                          depth=1 if QUICK else 2)
+steps = 40 if QUICK else 400
+CONTENDERS = {"gd": dict(lr=0.5), "sgd": dict(lr=0.1, momentum=0.9), "adam": dict(lr=1e-3), "lion": dict(lr=3e-4),
+              "adan": dict(lr=3e-3), "muon": dict(lr=0.02, adamw_lr=1e-3), "sam": dict(lr=0.5, rho=0.05),
+              "ngd": dict(lr=0.5), "dog": dict(lr=1.0, reps_rel=1e-4), "schedulefree_adamw": dict(lr=3e-3),
+              "zo_sgd": dict(lr=1e-3, n_samples=8)}
+results = {}
+for name, hp in CONTENDERS.items():
+    run = wb.train(digits, optimizer=name, steps=steps, progress=False,
+                   probes=[wb.probes.Eval(every=max(1, steps // 10))], **hp)
+    results[name] = run.record
+    acc = float(run.record["test_accuracy"].values[-1]) if "test_accuracy" in run.record else float("nan")
+    print(f"{name:20s} loss {float(run.record.loss[0]):.3f} -> {float(run.record.loss[-1]):.4f}   "
+          f"test accuracy {acc:.3f}   {run.record.wall_time.values[-1]:.1f}s   ({run.status})")
+""")
+
+code(r"""
+palette = ["#1f77b4", "#17becf", "#d62728", "#ff7f0e", "#9467bd", "#bcbd22", "#2ca02c", "#8c564b", "#e377c2",
+           "#393b79", "#7f7f7f"]
+fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss vs step", "training loss vs wall time (s)"))
+for (name, rec), col in zip(results.items(), palette):
+    fig.add_scatter(x=rec.step.values, y=rec.loss.values, name=name, line=dict(color=col), legendgroup=name,
+                    row=1, col=1)
+    fig.add_scatter(x=rec.wall_time.values, y=rec.loss.values, name=name, line=dict(color=col), legendgroup=name,
+                    showlegend=False, row=1, col=2)
+fig.update_yaxes(type="log")
+fig.update_layout(width=1050, height=450, title=f"digits-mlp, full batch, {steps} steps")
+fig
+""")
+
+md(r"""
+Notes. Schedule-Free AdamW's *training* loss is measured at its interpolated point y; its probes (here `Eval`)
+see the average x, which the run loop swaps in around every probe. Muon orthogonalises the 2-D weight updates
+and runs AdamW (`adamw_lr`) on the biases. To change an optimizer in the middle of a run, call
+`run.hot_swap("adam", lr=1e-3)` from a callback or from the dashboard; the record's `events` attribute says whether
+the optimizer state was kept, carried (e.g. Adam ↔ AdamW) or reset.
+""")
+
+nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"},
+                                         "language_info": {"name": "python"}})
+
+if __name__ == "__main__":
+    nbformat.write(nb, OUT)
+    print("wrote", OUT)
+    if "--execute" in sys.argv:
+        from nbclient import NotebookClient
+        os.environ["WORKBENCH_QUICK"] = "1"
+        executed = nbformat.read(OUT, as_version=4)
+        NotebookClient(executed, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(OUT.parent)}}).execute()
+        for cell in executed.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    print(out["text"], end="")
+        print("executed OK (quick mode); the committed notebook has no outputs")
