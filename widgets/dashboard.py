@@ -1,28 +1,33 @@
-"""The live dashboard: pick a problem and an optimizer, set hyperparameters (widgets generated from the schemas),
-Run / Stop / Reset, and watch the loss curve (and, for 2D test functions, the optimizer's path on the exact
-contours) update while the run trains in a background thread.
+"""The live dashboard: pick a problem and an optimizer (hyperparameter widgets generated from the schemas), a
+schedule, the probes to run and how often, or a preset; Run / Pause / Step / Stop / Reset; change the learning
+rate or the optimizer while the run goes (a hot swap, marked on every plot); watch the loss, accuracy, sharpness
+against the stability threshold, Hessian top-k and spectral density, gradient-subspace fraction, norms and the
+trajectory on the loss surface update live; pin runs to overlay them; export a record (netCDF) and its figures
+(HTML); load a saved record to view it again.
 
-Each ``Dashboard`` instance owns its runs; ``workbench app`` builds one per browser session, so sessions never
-share mutable state. Nothing the user types is evaluated as code: numbers are parsed and validated against the
-schemas, and errors are shown beside the offending control.
+Each ``Dashboard`` owns its runs; ``workbench app`` builds one per browser session, so sessions never share
+mutable state. Nothing the user types is evaluated as code: numbers are parsed and validated against the schemas
+and errors are shown beside the offending control. Files are only written to or read from the results directory.
 """
 from __future__ import annotations
 
-import math
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import panel as pn
-import plotly.graph_objects as go
-import torch
 
 import workbench as wb
 from workbench.params import Param
 
+from . import views as V
+from .files import list_records, safe_path
 from .forms import ParamForm
+from .presets import PRESETS
+from .views import thin  # noqa: F401  (re-exported: older imports)
 
-__all__ = ["Dashboard"]
+__all__ = ["Dashboard", "PROBES", "RUN_PARAMS"]
 
 RUN_PARAMS = [
     Param("steps", 500, kind="int", low=1, high=1_000_000, log=True, doc="number of updates"),
@@ -31,73 +36,155 @@ RUN_PARAMS = [
           doc="examples per step; empty = full batch (gradient descent)"),
 ]
 
+# probe name -> (label, option specs, default on for networks)
+PROBES = {
+    "eval": ("Eval: train/test loss, accuracy", [Param("every", 25, kind="int", low=1, high=10**6)]),
+    "norms": ("Norms: weight, distance, update", [Param("every", 1, kind="int", low=1, high=10**6)]),
+    "sharpness": ("Sharpness: λ_max vs threshold", [Param("every", 10, kind="int", low=1, high=10**6),
+                                                    Param("k", 1, kind="int", low=1, high=20,
+                                                          doc="top-k eigenvalues")]),
+    "subspace": ("GradientSubspace: top-k fraction", [Param("every", 20, kind="int", low=1, high=10**6),
+                                                      Param("k", 4, kind="int", low=1, high=50)]),
+    "spectrum": ("SpectralDensity (SLQ)", [Param("every", 100, kind="int", low=1, high=10**6)]),
+    "trace": ("Trace (Hutch++)", [Param("every", 50, kind="int", low=1, high=10**6)]),
+    "batch_sharpness": ("BatchSharpness", [Param("every", 100, kind="int", low=1, high=10**6)]),
+    "trajectory": ("Trajectory: PCA-plane view", [Param("every", 5, kind="int", low=1, high=10**6)]),
+}
+DEFAULT_PROBES = ("eval", "norms")
+
 POLL_MS = 200
-PATH_EVERY_S = 0.5          # the contour view re-renders at most this often (plotly.js redraws the contour)
-MAX_POINTS = 1500           # longer series are thinned for display (min/max per bucket keeps spikes)
+HEAVY_EVERY_S = 0.5         # the heavier views re-render at most this often
+PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
+PLANE_MIN_SNAPSHOTS = 8
+MAX_PINS = 8
+READY = "Ready. Pick a problem and an optimizer (or a preset), then press **Run**."
 
 
-def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS):
-    """Thin a long series for display keeping each bucket's min and max (loss spikes stay visible)."""
-    n = len(x)
-    if n <= max_points:
-        return x, y
-    buckets = max_points // 2
-    edges = np.linspace(0, n, buckets + 1).astype(int)
-    xs, ys = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        seg = y[a:b]
-        if not np.isfinite(seg).any():
-            continue
-        i, j = a + int(np.nanargmin(seg)), a + int(np.nanargmax(seg))
-        for k in sorted({i, j}):
-            xs.append(x[k])
-            ys.append(y[k])
-    return np.asarray(xs), np.asarray(ys)
-_TEMPLATE = None
+def make_probe(name: str, opts: dict, prob):
+    every = opts["every"]
+    if name == "eval":
+        return wb.probes.Eval(every=every, split="both" if prob.test is not None else "train")
+    if name == "norms":
+        return wb.probes.Norms(every=every)
+    if name == "sharpness":
+        return wb.probes.Sharpness(every=every, k=opts.get("k", 1))
+    if name == "subspace":
+        return wb.probes.GradientSubspace(every=every, k=opts.get("k", 4))
+    if name == "spectrum":
+        return wb.probes.SpectralDensity(every=every, probes=2, steps=40)
+    if name == "trace":
+        return wb.probes.Trace(every=every)
+    if name == "batch_sharpness":
+        n = len(prob.train)
+        sizes = [b for b in (32, 128, 512) if b < n] or [max(1, n // 2)]
+        return wb.probes.BatchSharpness(every=every, batch_sizes=sizes)
+    if name == "trajectory":
+        return wb.probes.Trajectory(every=every)
+    raise ValueError(f"unknown probe {name!r}; choose from {sorted(PROBES)}")
 
 
-def plotly_template() -> dict:
-    """The plotly_white template as plain JSON (live figures are plain dicts: no per-update validation cost)."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        import plotly.io as pio
-        _TEMPLATE = pio.templates["plotly_white"].to_plotly_json()
-    return _TEMPLATE
+class _Gate:
+    """The run's callback: blocks the training thread while paused (Step lets exactly one more update through)."""
+
+    def __init__(self, paused: bool = False):
+        self._cv = threading.Condition()
+        self.paused = paused
+        self.credits = 0
+        self.released = False
+        self.waiting = False
+
+    def __call__(self, row):
+        with self._cv:
+            while self.paused and self.credits == 0 and not self.released:
+                self.waiting = True
+                self._cv.wait(0.25)
+            self.waiting = False
+            if self.paused and self.credits > 0:
+                self.credits -= 1
+        return None
+
+    def pause(self):
+        with self._cv:
+            self.paused = True
+
+    def resume(self):
+        with self._cv:
+            self.paused = False
+            self._cv.notify_all()
+
+    def step(self):
+        with self._cv:
+            self.paused = True
+            self.credits += 1
+            self._cv.notify_all()
+
+    def release(self):
+        with self._cv:
+            self.released = True
+            self._cv.notify_all()
 
 
-def loss_figure(steps=(), loss=(), title="training loss", log=True) -> dict:
-    return {"data": [{"type": "scatter", "x": list(steps), "y": list(loss), "mode": "lines", "name": "train loss",
-                      "line": {"width": 2}}],
-            "layout": {"template": plotly_template(), "margin": {"l": 50, "r": 10, "t": 30, "b": 40},
-                       "title": {"text": title}, "xaxis": {"title": {"text": "step"}},
-                       "yaxis": {"title": {"text": "loss"}, "type": "log" if log else "linear"},
-                       "uirevision": "keep"}}
+def compute_plane(record, problem, label: str = "run", steps: int = 21, max_samples: int = 512) -> dict:
+    """Loss on the PCA plane of ``record``'s trajectory with the projected path (a plain figure dict).
 
+    Exact trajectories get a surface (``landscapes.surface`` on a private copy of the model); count-sketched ones
+    (big models) only the projected path."""
+    import landscapes as ls
 
-def contour_grid(problem, n: int = 140):
-    """The exact surface of a 2D test-function problem on an n×n grid over its domain."""
-    (x0, x1), (y0, y1) = problem.domain
-    xs = np.linspace(x0, x1, n)
-    ys = np.linspace(y0, y1, n)
-    X, Y = np.meshgrid(xs, ys)
-    pts = torch.tensor(np.stack([X, Y], -1), dtype=torch.float64)
-    with torch.no_grad():
-        Z = problem.function(pts).numpy()
-    return xs, ys, Z
+    model = problem.copy_model()
+    d = ls.directions.pca(record, n=2, model=model if record.attrs.get("trajectory_kind") == "params" else None)
+    proj = ls.project(record, d)
+    xy = np.asarray(proj.values, dtype=float)
+    surf = None
+    if d.space == "params":
+        spans = []
+        for j in range(2):
+            lo, hi = float(min(xy[:, j].min(), 0.0)), float(max(xy[:, j].max(), 0.0))
+            pad = 0.25 * (hi - lo) + 1e-6
+            spans.append((lo - pad, hi + pad))
+        surf = ls.surface(model, problem.loss, problem.data("train", max_samples=max_samples), d, span=spans,
+                          steps=steps, progress=False)
+    return V.plane_figure(surf, [(label, xy)], d.meta.get("explained_variance"))
 
 
 class Dashboard(pn.viewable.Viewer):
-    """Panel dashboard; ``Dashboard().servable()`` or display it in JupyterLab."""
+    """Panel dashboard; ``Dashboard().servable()`` or display it in JupyterLab.
+
+    Python API (what the buttons call): ``start()``, ``pause()``, ``resume()``, ``step()``, ``stop()``,
+    ``reset()``, ``tick()`` (pull new values into the views), ``pin()``, ``clear_pins()``, ``apply_preset(name)``,
+    ``export(name)``, ``load(name)``, ``race(entries)``.
+    """
 
     def __init__(self, problem: str = "rosenbrock", optimizer: str = "adam", results_dir: str | Path = "results",
                  **params):
         super().__init__(**params)
         self.results_dir = Path(results_dir)
         self.run: wb.Run | None = None
-        self._shown = 0
+        self.loaded = None               # a loaded record being viewed (xarray.Dataset)
+        self.pins: list[dict] = []
+        self.first_point_latency = None
+        self._gate: _Gate | None = None
         self._cb = None
         self._problem_obj = None
+        self._background = None          # 2D function heatmap (figure dict)
+        self._figs: dict[str, dict] = {}
+        self._snap = None
+        self._shown = -1
+        self._last_heavy = 0.0
+        self._final_done = False
+        self._plane_thread = None
+        self._plane_result = None
+        self._plane_t = 0.0
+        self._plane_n = 0
+        self._race_results: list[dict] = []
+        self._race_thread = None
+        self._t_start = time.perf_counter()
 
+        # -- controls ---------------------------------------------------------------------------------------
+        self.preset_select = pn.widgets.Select(name="preset", options=["(none)"] + list(PRESETS),
+                                               value="(none)", css_classes=["wb-preset"])
+        self.preset_button = pn.widgets.Button(name="Apply preset", css_classes=["wb-apply-preset"])
+        self.preset_doc = pn.pane.Markdown("", css_classes=["wb-preset-doc"], styles={"font-size": "12px"})
         self.problem_select = pn.widgets.Select(name="problem", options=wb.problems.list(), value=problem,
                                                 css_classes=["wb-problem"])
         self.optimizer_select = pn.widgets.Select(name="optimizer", options=wb.optimizers.list(), value=optimizer,
@@ -105,157 +192,494 @@ class Dashboard(pn.viewable.Viewer):
         self.problem_box = pn.Column(sizing_mode="stretch_width", margin=0)
         self.hparam_box = pn.Column(sizing_mode="stretch_width", margin=0)
         self.run_form = ParamForm(RUN_PARAMS, owner="run")
-        self.run_button = pn.widgets.Button(name="Run", button_type="primary", css_classes=["wb-run"])
+        self.schedule_form = ParamForm(wb.optimizers.SCHEDULE_PARAMS, owner="schedule")
+        self.probe_checks: dict[str, pn.widgets.Checkbox] = {}
+        self.probe_forms: dict[str, ParamForm] = {}
+        probe_rows = []
+        for name, (label, specs) in PROBES.items():
+            cb = pn.widgets.Checkbox(name=label, value=name in DEFAULT_PROBES, css_classes=[f"wb-probe-{name}"])
+            form = ParamForm(specs, owner=name, css_prefix=f"wb-{name}")
+            self.probe_checks[name] = cb
+            self.probe_forms[name] = form
+            probe_rows += [cb, form.layout]
+        self.run_button = pn.widgets.Button(name="Run", button_type="primary", css_classes=["wb-run"], width=60)
+        self.pause_button = pn.widgets.Button(name="Pause", css_classes=["wb-pause"], disabled=True, width=70)
+        self.step_button = pn.widgets.Button(name="Step", css_classes=["wb-step"], width=60)
         self.stop_button = pn.widgets.Button(name="Stop", button_type="warning", css_classes=["wb-stop"],
-                                             disabled=True)
-        self.reset_button = pn.widgets.Button(name="Reset", css_classes=["wb-reset"])
-        self.status = pn.pane.Markdown("Ready. Pick a problem and an optimizer, then press **Run**.",
-                                       css_classes=["wb-status"], sizing_mode="stretch_width")
+                                             disabled=True, width=60)
+        self.reset_button = pn.widgets.Button(name="Reset", css_classes=["wb-reset"], width=60)
+        self.pin_button = pn.widgets.Button(name="Pin run", css_classes=["wb-pin"], width=90)
+        self.clear_pins_button = pn.widgets.Button(name="Clear pins", css_classes=["wb-clear-pins"], width=90)
+        self.pins_text = pn.pane.Markdown("", css_classes=["wb-pins"], styles={"font-size": "12px"})
+        self.export_name = pn.widgets.TextInput(name="file name (in the results folder)", placeholder="auto",
+                                                css_classes=["wb-export-name"])
+        self.export_button = pn.widgets.Button(name="Export .nc + .html", css_classes=["wb-export"])
+        self.load_select = pn.widgets.Select(name="saved records", options=list_records(self.results_dir),
+                                             css_classes=["wb-load-select"])
+        self.load_button = pn.widgets.Button(name="Load", css_classes=["wb-load"], width=70)
+        self.refresh_button = pn.widgets.Button(name="↻", css_classes=["wb-refresh"], width=40)
+        self.file_status = pn.pane.Markdown("", css_classes=["wb-file-status"], styles={"font-size": "12px"})
+        self.file_error = pn.pane.Markdown("", visible=False, css_classes=["wb-error", "wb-file-error"],
+                                           styles={"color": "#b00020", "font-size": "12px"})
+        self.status = pn.pane.Markdown(READY, css_classes=["wb-status"], sizing_mode="stretch_width")
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-run-error"])
 
-        self.loss_fig = self._empty_loss_fig()
-        self.loss_pane = pn.pane.Plotly(self.loss_fig, sizing_mode="stretch_width", height=330,
-                                        css_classes=["wb-loss-plot"])
-        self.path_fig = {"data": [], "layout": {}}
-        self.path_pane = pn.pane.Plotly(self.path_fig, sizing_mode="stretch_width", height=430,
-                                        css_classes=["wb-path-plot"], visible=False)
+        # -- views --------------------------------------------------------------------------------------------
+        self.loss_pane = self._pane("loss", 320, visible=True)
+        self.panes = {
+            "loss": self.loss_pane,
+            "accuracy": self._pane("acc", 280),
+            "sharpness": self._pane("sharpness", 300),
+            "eigs": self._pane("eigs", 280),
+            "spectrum": self._pane("spectrum", 280),
+            "subspace": self._pane("subspace", 280),
+            "norms": self._pane("norms", 280),
+            "path": self._pane("path", 430),
+        }
+        self.path_pane = self.panes["path"]
+        self.loss_pane.object = V.loss_figure()
 
+        # -- wiring -------------------------------------------------------------------------------------------
         self.problem_select.param.watch(lambda e: self._build_problem_form(), "value")
-        self.optimizer_select.param.watch(lambda e: self._build_hparam_form(), "value")
+        self.optimizer_select.param.watch(lambda e: self._optimizer_changed(), "value")
+        self.preset_select.param.watch(lambda e: self._show_preset_doc(), "value")
+        self.preset_button.on_click(lambda e: self.apply_preset(self.preset_select.value))
         self.run_button.on_click(lambda e: self.start())
+        self.pause_button.on_click(lambda e: self.toggle_pause())
+        self.step_button.on_click(lambda e: self.step())
         self.stop_button.on_click(lambda e: self.stop())
         self.reset_button.on_click(lambda e: self.reset())
+        self.pin_button.on_click(lambda e: self.pin())
+        self.clear_pins_button.on_click(lambda e: self.clear_pins())
+        self.export_button.on_click(lambda e: self.export(self.export_name.value))
+        self.load_button.on_click(lambda e: self.load(self.load_select.value))
+        self.refresh_button.on_click(lambda e: self._refresh_files())
         self._build_problem_form()
         self._build_hparam_form()
 
+        card = dict(collapsed=True, sizing_mode="stretch_width")
         controls = pn.Column(
-            "### Problem", self.problem_select, pn.Card(self.problem_box, title="problem options", collapsed=True,
-                                                         sizing_mode="stretch_width"),
+            "### Preset", self.preset_select, self.preset_button, self.preset_doc,
+            "### Problem", self.problem_select, pn.Card(self.problem_box, title="problem options", **card),
             "### Optimizer", self.optimizer_select, self.hparam_box,
+            pn.Card(self.schedule_form.layout, title="lr schedule", **card),
             "### Run", self.run_form.layout,
-            pn.Row(self.run_button, self.stop_button, self.reset_button),
-            self.error, width=300, css_classes=["wb-controls"])
-        views = pn.Column(self.status, self.loss_pane, self.path_pane, sizing_mode="stretch_width")
+            pn.Card(pn.Column(*probe_rows, sizing_mode="stretch_width"), title="probes (what to measure, how often)",
+                    **card),
+            pn.Row(self.run_button, self.pause_button, self.step_button, margin=0),
+            pn.Row(self.stop_button, self.reset_button, margin=0),
+            self.error,
+            "### Compare", pn.Row(self.pin_button, self.clear_pins_button, margin=0), self.pins_text,
+            "### Files", self.export_name, self.export_button,
+            pn.Row(self.load_select, pn.Column(pn.Spacer(height=18), pn.Row(self.load_button, self.refresh_button,
+                                                                            margin=0), margin=0), margin=0),
+            self.file_status, self.file_error, width=310, css_classes=["wb-controls"])
+        views = pn.Column(self.status, *self.panes.values(), sizing_mode="stretch_width")
         self.layout = pn.Row(controls, views, sizing_mode="stretch_width")
 
     def __panel__(self):
         return self.layout
 
+    @staticmethod
+    def _pane(css, height, visible=False):
+        return pn.pane.Plotly({"data": [], "layout": {}}, sizing_mode="stretch_width", height=height,
+                              css_classes=[f"wb-{css}-plot"], visible=visible)
+
     # -- forms ---------------------------------------------------------------------------------------------
-    def _build_problem_form(self):
-        self.problem_form = ParamForm(wb.problems.options(self.problem_select.value),
-                                      owner=f"problem {self.problem_select.value!r}")
+    def _build_problem_form(self, values=None):
+        name = self.problem_select.value
+        self.problem_form = ParamForm(wb.problems.options(name), owner=f"problem {name!r}", values=values)
+        self.problem_form.on_change(lambda n, v: self._problem_option_changed())
         self.problem_box[:] = [self.problem_form.layout]
         self._problem_obj = None
-        self._refresh_path_background()
+        self._background = None
+        if self.run is None and self.loaded is None:
+            self._show_idle_path()
 
-    def _build_hparam_form(self):
+    def _problem_option_changed(self):
+        self._problem_obj = None
+        self._background = None
+        if self._live():
+            self._show_error("Problem options apply to the next Run.")
+        elif self.run is None and self.loaded is None:
+            self._show_idle_path()
+
+    def _build_hparam_form(self, values=None):
         name = self.optimizer_select.value
-        self.hparam_form = ParamForm(wb.optimizers.schema(name), owner=f"optimizer {name!r}")
+        self.hparam_form = ParamForm(wb.optimizers.schema(name), owner=f"optimizer {name!r}", values=values)
+        self.hparam_form.on_change(self._hparam_changed)
         self.hparam_box[:] = [self.hparam_form.layout]
 
     def _make_problem(self):
         opts = self.problem_form.values()
         return wb.problems.make(self.problem_select.value, seed=0, **opts)
 
-    # -- figures -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _empty_loss_fig():
-        return loss_figure()
+    def _live(self) -> bool:
+        return self.run is not None and not self.run.done
 
-    def _refresh_path_background(self):
+    def _show_preset_doc(self):
+        p = PRESETS.get(self.preset_select.value)
+        self.preset_doc.object = "" if p is None else p["doc"]
+
+    # -- hot swaps -----------------------------------------------------------------------------------------
+    def _hparam_changed(self, name, value):
+        if not self._live():
+            return
         try:
-            prob = self._make_problem()
-        except ValueError:
-            return
-        self._problem_obj = prob
-        if prob.kind != "function":
-            self.path_pane.visible = False
-            return
-        xs, ys, Z = contour_grid(prob, n=100)
-        zlog = np.log10(Z - Z.min() + 1e-3)
-        fig = go.Figure()
-        # a heatmap, not a contour trace: plotly.js re-traces contour lines on every live redraw, a heatmap is an
-        # image (cheap); the log scale shows the level structure
-        fig.add_trace(go.Heatmap(x=xs, y=ys, z=zlog, colorscale="Viridis", showscale=True, zsmooth="best",
-                                 colorbar=dict(title="log10(f - min + 1e-3)"), name="f", hoverinfo="skip"))
-        if prob.minima:
-            mx, my = zip(*prob.minima)
-            fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", name="minima",
-                                     marker=dict(symbol="star", size=14, color="white",
-                                                 line=dict(color="black", width=1))))
-        fig.add_trace(go.Scatter(x=[prob.options["x0"]], y=[prob.options["y0"]], mode="lines+markers",
-                                 name="path", line=dict(color="#ff4136", width=2), marker=dict(size=4)))
-        (x0, x1), (y0, y1) = prob.domain
-        fig.update_layout(margin=dict(l=50, r=10, t=30, b=40), title=f"{prob.name}: optimizer path",
-                          xaxis=dict(range=[x0, x1], title="x"), yaxis=dict(range=[y0, y1], title="y"),
-                          template="plotly_white", uirevision="keep", legend=dict(orientation="h"))
-        self.path_fig = fig.to_plotly_json()      # plain dict: cheap live updates
-        self.path_pane.object = self.path_fig
-        self.path_pane.visible = True
+            self.run.hot_swap(**{name: value})
+        except ValueError as exc:
+            self.hparam_form.show_error(name, str(exc))
+
+    def _optimizer_changed(self):
+        keep = {}
+        if self._live():
+            try:
+                keep = {"lr": self.hparam_form.values().get("lr", self.run.base_lr)}
+            except ValueError:
+                keep = {"lr": self.run.base_lr}
+        self._build_hparam_form(values=keep)
+        if self._live():
+            try:
+                self.run.hot_swap(optimizer=self.optimizer_select.value, **self.hparam_form.values())
+                self._show_error("")
+            except ValueError as exc:
+                if not self.hparam_form.route_error(str(exc)):
+                    self._show_error(str(exc))
+
+    # -- presets -------------------------------------------------------------------------------------------
+    def apply_preset(self, name: str):
+        """Fill the controls from ``PRESETS[name]``; a preset with a ``race`` also runs and pins that field."""
+        if name not in PRESETS:
+            return None
+        p = PRESETS[name]
+        self.stop()
+        self.problem_select.value = p["problem"]
+        self._build_problem_form(values=p.get("problem_options"))
+        self.optimizer_select.value = p["optimizer"]
+        self._build_hparam_form(values=p.get("hparams"))
+        for k, v in p.get("run", {}).items():
+            w = self.run_form.widgets[k]
+            w.value = "" if v is None else str(v)
+        for pname, cb in self.probe_checks.items():
+            cb.value = pname in p.get("probes", {})
+            for k, v in p.get("probes", {}).get(pname, {}).items():
+                self.probe_forms[pname].widgets[k].value = str(v)
+        self.preset_doc.object = p["doc"]
+        if p.get("race"):
+            self.race(p["race"])
+        return p
 
     # -- actions -------------------------------------------------------------------------------------------
     def _show_error(self, msg: str):
         self.error.object = msg
         self.error.visible = bool(msg)
 
-    def start(self):
+    def _collect(self):
+        """Validate every control; returns the Run (not started) or raises ValueError (shown beside the field)."""
+        prob = self._make_problem()
+        hp = self.hparam_form.values()
+        rp = self.run_form.values()
+        sched = self.schedule_form.values()
+        probes = []
+        for name, cb in self.probe_checks.items():
+            if cb.value:
+                opts = self.probe_forms[name].values()
+                if prob.kind == "function" and name == "trajectory":
+                    continue
+                probes.append(make_probe(name, opts, prob))
+        if prob.kind == "function":
+            probes.append(wb.probes.Trajectory(every=1))
+        if rp["batch_size"] is not None and rp["batch_size"] > len(prob.train):
+            raise ValueError(f"batch_size={rp['batch_size']} is out of range: at most the {len(prob.train)} "
+                             "training examples (empty = full batch)")
+        run = wb.Run(prob, optimizer=self.optimizer_select.value, steps=rp["steps"], seed=rp["seed"],
+                     batch_size=rp["batch_size"], device="cpu", probes=probes, progress=False, **sched, **hp)
+        return prob, run
+
+    def _route(self, exc):
+        msg = str(exc)
+        forms = [self.hparam_form, self.run_form, self.schedule_form, self.problem_form,
+                 *self.probe_forms.values()]
+        if any(f.route_error(msg) for f in forms):
+            self._show_error("Fix the highlighted field: " + msg)
+        else:
+            self._show_error(msg)
+
+    def start(self, paused: bool = False):
         """Validate every control, then start a background run (stopping any current one)."""
         self._show_error("")
         try:
-            prob = self._make_problem()
-            hp = self.hparam_form.values()
-            rp = self.run_form.values()
-            probes = [wb.probes.Trajectory(every=1)] if prob.kind == "function" else []
-            self.stop(wait=2.0)
-            run = wb.Run(prob, optimizer=self.optimizer_select.value, steps=rp["steps"], seed=rp["seed"],
-                         batch_size=rp["batch_size"], device="cpu", probes=probes, progress=False, **hp)
+            self.stop()
+            prob, run = self._collect()
         except ValueError as exc:
-            msg = str(exc)
-            if not (self.hparam_form.route_error(msg) or self.run_form.route_error(msg)
-                    or self.problem_form.route_error(msg)):
-                self._show_error(msg)
-            else:
-                self._show_error("Fix the highlighted field.")
+            self._route(exc)
             return None
         self._problem_obj = prob
-        self._reset_views(prob)
+        self.loaded = None
+        self._gate = _Gate(paused=paused)
+        run.callback = self._gate
         self.run = run
+        self._clear_views()
         self._t_start = time.perf_counter()
         self.first_point_latency = None
-        self._final_ticks = 0
-        self._last_path = 0.0
+        self._final_done = False
+        self._plane_n = 0
+        self._plane_result = None
         run.start()
-        self.run_button.disabled = True
-        self.stop_button.disabled = False
+        self._set_buttons(live=True)
         self._ensure_polling()
         return run
 
+    def _set_buttons(self, live: bool):
+        self.run_button.disabled = live
+        self.stop_button.disabled = not live
+        self.pause_button.disabled = not live
+        if not live:
+            self.pause_button.name = "Pause"
+
+    def toggle_pause(self):
+        if self._gate is None or not self._live():
+            return
+        if self._gate.paused:
+            self.resume()
+        else:
+            self.pause()
+
+    def pause(self):
+        """Hold the run after its current update (hot swaps still apply before the next one)."""
+        if self._gate is not None and self._live():
+            self._gate.pause()
+            self.pause_button.name = "Resume"
+
+    def resume(self):
+        if self._gate is not None:
+            self._gate.resume()
+            self.pause_button.name = "Pause"
+
+    def step(self):
+        """One update: pauses a live run after its next update, or starts a paused run and does its first."""
+        if self._live() and self._gate is not None:
+            self._gate.step()
+            self.pause_button.name = "Resume"
+            return self.run
+        run = self.start(paused=True)
+        if run is not None:
+            self.pause_button.name = "Resume"
+        return run
+
     def stop(self, wait: float = 0.0):
-        """Ask the current run to stop (it does so before its next step); the views update on the next tick."""
+        """Ask the current run to stop (it does so before its next update); never blocks the server for long."""
+        if self._gate is not None:
+            self._gate.release()
         if self.run is not None and not self.run.done:
             self.run.stop()
             if wait:
                 self.run.wait(wait)
-            self._tick()
+            self._ensure_polling()
 
     def reset(self):
-        self.stop(wait=2.0)
+        """Stop the run and clear the views (pins stay until Clear pins)."""
+        self.stop()
         self.run = None
-        self._reset_views(self._problem_obj)
-        self.status.object = "Ready. Pick a problem and an optimizer, then press **Run**."
+        self.loaded = None
+        self._gate = None
+        self._clear_views()
+        self.status.object = READY
         self._show_error("")
-        self.run_button.disabled = False
-        self.stop_button.disabled = True
+        self._set_buttons(live=False)
 
-    def _reset_views(self, prob):
-        self._shown = 0
-        self.loss_fig = self._empty_loss_fig()
-        self.loss_pane.object = self.loss_fig
-        if prob is not None and prob.kind == "function":
-            self._refresh_path_background()
-        else:
+    def _clear_views(self):
+        self._snap = None
+        self._shown = -1
+        self._figs = {}
+        self.loss_pane.object = V.loss_figure(None, self.pins)
+        for name, pane in self.panes.items():
+            if name != "loss":
+                pane.visible = False
+        self._show_idle_path()
+
+    def _show_idle_path(self):
+        """Before a run: the 2D test function's surface with its start point (and pinned paths)."""
+        if self.run is not None or self.loaded is not None:
+            return
+        try:
+            prob = self._problem_obj or self._make_problem()
+        except ValueError:
+            return
+        self._problem_obj = prob
+        if prob.kind != "function":
             self.path_pane.visible = False
+            return
+        start = np.array([[prob.options["x0"], prob.options["y0"]]])
+        self.path_pane.object = V.function_path_figure(self._function_bg(prob), start,
+                                                       pins=[p for p in self.pins if p["problem"] == prob.name])
+        self.path_pane.visible = True
+
+    def _function_bg(self, prob):
+        if self._background is None or self._background[0] != prob.config():
+            self._background = (prob.config(), V.function_background(prob))
+        return self._background[1]
+
+    # -- compare -------------------------------------------------------------------------------------------
+    def pin(self, snap: dict | None = None):
+        """Pin the current (or a given) run's curves: they stay overlaid, dashed, on the views."""
+        if snap is None:
+            snap = self._current_snapshot(path=True)
+        if snap is None or not len(snap["step"]):
+            self._show_error("Nothing to pin yet: run (or load) something first.")
+            return None
+        self.pins = (self.pins + [snap])[-MAX_PINS:]
+        self._pins_changed()
+        return snap
+
+    def clear_pins(self):
+        self.pins = []
+        self._pins_changed()
+
+    def _pins_changed(self):
+        self.pins_text.object = "" if not self.pins else "Pinned: " + "; ".join(
+            f"{p['label']} ({p['problem']}, {len(p['step'])} steps)" for p in self.pins)
+        self._shown = -1
+        if self._snap is not None:
+            self._render(self._snap, heavy=True)
+        else:
+            self.loss_pane.object = V.loss_figure(None, self.pins)
+            self._show_idle_path()
+
+    def _current_snapshot(self, path=False):
+        if self.run is not None:
+            snap = V.snapshot_run(self.run)
+            if path:
+                snap["path"] = self._function_path(self.run)
+            return snap
+        if self.loaded is not None:
+            snap = V.snapshot_record(self.loaded)
+            if path and "trajectory" in self.loaded and self.loaded["trajectory"].shape[-1] == 2:
+                snap["path"] = np.asarray(self.loaded["trajectory"].values, dtype=float)
+            return snap
+        return None
+
+    @staticmethod
+    def _function_path(run):
+        if run.problem.kind != "function" or "trajectory" not in run.probe_names:
+            return None
+        traj = run.probe_history("trajectory")["trajectory"]
+        return np.asarray(traj, dtype=float).reshape(-1, 2) if traj else None
+
+    def race(self, entries, steps: int | None = None):
+        """Run ``[(optimizer, hparams), ...]`` one after another in a background thread and pin each (the
+        Rosenbrock race). Uses the current problem, steps and seed."""
+        try:
+            prob = self._make_problem()
+            rp = self.run_form.values()
+        except ValueError as exc:
+            self._route(exc)
+            return None
+        n = steps or rp["steps"]
+        entries = [(str(o), dict(h)) for o, h in entries]
+
+        def work():
+            for opt, hp in entries:
+                try:
+                    r = wb.Run(prob, optimizer=opt, steps=n, seed=rp["seed"], device="cpu", progress=False,
+                               probes=[wb.probes.Trajectory(every=1)] if prob.kind == "function" else [], **hp)
+                    r.run()
+                except Exception as exc:  # a failing racer is reported, never raised into the server
+                    self._race_results.append({"error": f"{opt}: {type(exc).__name__}: {exc}"})
+                    continue
+                snap = V.snapshot_run(r)
+                snap["path"] = self._function_path(r)
+                self._race_results.append(snap)
+
+        self._race_thread = threading.Thread(target=work, name="workbench-race", daemon=True)
+        self._race_thread.start()
+        self._ensure_polling()
+        return self._race_thread
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def _refresh_files(self):
+        self.load_select.options = list_records(self.results_dir)
+
+    def _file_error(self, msg):
+        self.file_error.object = msg
+        self.file_error.visible = bool(msg)
+
+    def current_record(self):
+        if self.run is not None:
+            return self.run.record
+        return self.loaded
+
+    def export(self, name: str | None = None):
+        """Save the current record as ``<results>/<name>.nc`` and its figures as ``<name>.html``.
+
+        Returns the two paths, or None with the error shown beside the file-name field (bad name, path
+        traversal, nothing to export)."""
+        self._file_error("")
+        ds = self.current_record()
+        if ds is None:
+            self._file_error("Nothing to export yet: run (or load) something first.")
+            return None
+        if not name:
+            name = f"{ds.attrs.get('problem', 'run')}_{ds.attrs.get('optimizer', '')}_{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            nc = safe_path(self.results_dir, name, ".nc")
+            html = nc.with_suffix(".html")
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            wb.save(ds, nc)
+            figs = self.figures()
+            tmp = html.with_name(html.name + ".tmp")
+            tmp.write_text(V.figures_html(figs, title=f"{ds.attrs.get('problem')} · {ds.attrs.get('optimizer')}"),
+                           encoding="utf-8")
+            tmp.replace(html)
+        except (ValueError, OSError) as exc:
+            self._file_error(str(exc))
+            return None
+        self.file_status.object = f"Saved `{nc.name}` and `{html.name}` in the results folder."
+        self._refresh_files()
+        return nc, html
+
+    def load(self, name: str | None):
+        """View a saved record (``<results>/<name>.nc``) again; it can be pinned like a run."""
+        self._file_error("")
+        if not name:
+            self._file_error("No saved record selected.")
+            return None
+        try:
+            path = safe_path(self.results_dir, name, ".nc")
+            if not path.is_file():
+                raise ValueError(f"no saved record named {name!r} in the results folder")
+            ds = wb.load(path)
+            snap = V.snapshot_record(ds, label=f"{ds.attrs.get('optimizer', '?')} ({path.stem})")
+        except (ValueError, OSError, KeyError) as exc:
+            self._file_error(str(exc))
+            return None
+        self.stop()
+        self.run = None
+        self._gate = None
+        self.loaded = ds
+        self._set_buttons(live=False)
+        self._clear_views()
+        self._problem_obj = None
+        try:
+            cfg = wb.records.config(ds).get("problem", {})
+            self._problem_obj = wb.problems.make(cfg["name"], seed=cfg.get("seed", 0), **cfg.get("options", {}))
+        except Exception:
+            self._problem_obj = None
+        if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
+            snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
+        self._render(snap, heavy=True, loaded=ds)
+        self.status.object = (f"Viewing saved record **{path.stem}** · {snap['problem']} · {snap['optimizer']} · "
+                              f"{snap['status']} · {len(snap['step'])} steps" + self._events_text(snap))
+        self.file_status.object = f"Loaded `{path.name}`."
+        return ds
+
+    def figures(self) -> dict[str, dict]:
+        """The figures currently shown (plain plotly dicts), by view name."""
+        out = {}
+        for name, pane in self.panes.items():
+            if pane.visible and isinstance(pane.object, dict) and pane.object.get("data"):
+                out[name] = pane.object
+        return out
 
     # -- live updates --------------------------------------------------------------------------------------
     def _ensure_polling(self):
@@ -271,51 +695,154 @@ class Dashboard(pn.viewable.Viewer):
         """Pull new values from the run into the views (called periodically while a run is live)."""
         self._tick()
 
+    @staticmethod
+    def _events_text(snap):
+        evs = snap.get("events") or []
+        if not evs:
+            return ""
+        return " · swaps: " + ", ".join(f"step {e.get('step')} → {e.get('optimizer')}"
+                                        + (f" ({', '.join(e['changed'])})" if 0 < len(e.get("changed") or []) <= 2 else "")
+                                        for e in evs[-4:])
+
     def _tick(self):
-        run = self.run
-        if run is None:
-            return
         try:
-            hist = run.history()
-            n = len(hist["loss"])
-            if n != self._shown or (run.done and self._final_ticks == 0):
-                loss = np.asarray(hist["loss"], dtype=float)
-                finite = loss[np.isfinite(loss)]
-                xs, ys = thin(np.arange(n), np.where(np.isfinite(loss), loss, np.nan))
-                self.loss_fig = loss_figure(xs, ys, log=bool(finite.size == 0 or finite.min() > 0))
-                self.loss_pane.object = self.loss_fig
-                if self.first_point_latency is None and n > 0:
-                    self.first_point_latency = time.perf_counter() - self._t_start
-                self._shown = n
-                now = time.perf_counter()
-                if self._problem_obj is not None and self._problem_obj.kind == "function" and self.path_pane.visible \
-                        and (run.done or now - self._last_path >= PATH_EVERY_S):
-                    self._last_path = now
-                    traj = run.probe_history("trajectory")["trajectory"]
-                    if traj:
-                        pts = np.asarray(traj)
-                        if len(pts) > MAX_POINTS:     # keep the start, the end and an even stride between
-                            idx = np.unique(np.r_[np.linspace(0, len(pts) - 1, MAX_POINTS).astype(int)])
-                            pts = pts[idx]
-                        fig = dict(self.path_fig)
-                        fig["data"] = list(fig["data"][:-1]) + [{**fig["data"][-1], "x": pts[:, 0], "y": pts[:, 1]}]
-                        self.path_fig = fig
-                        self.path_pane.object = fig
-            last = hist["loss"][-1] if n else float("nan")
-            status = run.status
-            text = f"**{status}** · step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name}"
-            if status == "diverged":
-                text += f" · diverged at step {run.diverged_at}"
-                self._show_error(f"The run diverged at step {run.diverged_at} (loss {last:.3g}); "
-                                 "try a smaller learning rate. Everything before it is kept.")
-            if status == "crashed":
-                self._show_error(f"The run crashed: {run.error}")
-            self.status.object = text
-            if run.done:
-                self.run_button.disabled = False
-                self.stop_button.disabled = True
-                if self._final_ticks > 1 and self._cb is not None and self._cb.running:
-                    self._cb.stop()     # stop only after the final values were sent on an earlier tick
-                self._final_ticks += 1
+            self._collect_race()
+            self._collect_plane()
+            run = self.run
+            if run is None:
+                if self._idle() and self._cb is not None and self._cb.running:
+                    self._cb.stop()
+                return
+            now = time.perf_counter()
+            done = run.done
+            n = len(run._hist["loss"])
+            if n == self._shown and not (done and not self._final_done) and self._gate_state_shown():
+                return
+            heavy = done or now - self._last_heavy >= HEAVY_EVERY_S
+            snap = V.snapshot_run(run, probe_vars=heavy)
+            if not heavy and self._snap is not None:
+                snap["probes"], snap["grids"] = self._snap["probes"], self._snap["grids"]
+            if heavy:
+                self._last_heavy = now
+                if run.problem.kind == "function":
+                    snap["path"] = self._function_path(run)
+                    snap["path_steps"] = np.asarray(run.probe_history("trajectory")["step"])
+            elif self._snap is not None:
+                snap["path"], snap["path_steps"] = self._snap.get("path"), self._snap.get("path_steps")
+            self._render(snap, heavy=heavy)
+            if self.first_point_latency is None and n > 0:
+                self.first_point_latency = time.perf_counter() - self._t_start
+            self._shown = n
+            self._status_text(run, snap)
+            if heavy and run.problem.kind != "function":
+                self._maybe_plane(run, final=done)
+            if done:
+                self._set_buttons(live=False)
+                self._final_done = True
+                if self._idle() and self._cb is not None and self._cb.running:
+                    self._cb.stop()
         except Exception as exc:  # never let a view update kill the session
             self._show_error(f"view update failed: {type(exc).__name__}: {exc}")
+
+    def _gate_state_shown(self):
+        g = self._gate
+        return g is None or (g.waiting == getattr(self, "_waiting_shown", False))
+
+    def _idle(self):
+        run_idle = self.run is None or (self.run.done and self._final_done)
+        race_idle = self._race_thread is None or not self._race_thread.is_alive()
+        plane_idle = self._plane_thread is None or not self._plane_thread.is_alive()
+        return run_idle and race_idle and plane_idle and not self._race_results and self._plane_result is None
+
+    def _status_text(self, run, snap):
+        n = len(snap["step"])
+        last = snap["loss"][-1] if n else float("nan")
+        status = run.status
+        waiting = self._gate is not None and self._gate.waiting and not run.done
+        self._waiting_shown = waiting
+        if waiting:
+            status = "paused"
+        elapsed = snap["wall_time"][-1] if n else 0.0
+        text = (f"**{status}** · step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · "
+                f"{elapsed:.2f} s" + self._events_text(snap))
+        if run.status == "diverged":
+            text += f" · diverged at step {run.diverged_at}"
+            msg = (f"The run diverged at step {run.diverged_at} (loss {last:.3g}); try a smaller learning rate. "
+                   "Everything before it is kept.")
+            self._show_error(msg)
+            self.hparam_form.show_error("lr", f"diverged at step {run.diverged_at} with this lr")
+        if run.status == "crashed":
+            self._show_error(f"The run crashed at step {run.step}: {type(run.error).__name__}: {run.error}")
+        self.status.object = text
+
+    def _render(self, snap, heavy=True, loaded=None):
+        self._snap = snap
+        pins = self.pins
+        self.loss_pane.object = V.loss_figure(snap, pins)
+        if not heavy:
+            return
+        builders = {"accuracy": V.accuracy_figure, "sharpness": V.sharpness_figure, "eigs": V.eigs_figure,
+                    "spectrum": V.spectrum_figure, "subspace": V.subspace_figure, "norms": V.norms_figure}
+        for name, build in builders.items():
+            fig = build(snap, pins)
+            pane = self.panes[name]
+            if fig is None:
+                pane.visible = False
+            else:
+                pane.object = fig
+                pane.visible = True
+        prob = self._problem_obj
+        if prob is not None and prob.kind == "function" and snap.get("path") is not None:
+            same = [p for p in pins if p["problem"] == prob.name]
+            self.path_pane.object = V.function_path_figure(self._function_bg(prob), snap["path"], snap["events"],
+                                                           snap.get("path_steps"), pins=same)
+            self.path_pane.visible = True
+        elif loaded is not None and "trajectory" in loaded and prob is not None and prob.kind != "function":
+            self._start_plane(loaded, prob, snap["label"])
+
+    # -- the PCA plane (networks), computed off the UI thread ----------------------------------------------
+    def _maybe_plane(self, run, final=False):
+        if "trajectory" not in run.probe_names:
+            return
+        if self._plane_thread is not None and self._plane_thread.is_alive():
+            return
+        with run._lock:
+            n_snap = next(len(s.steps) for s in run._slots if s.name == "trajectory")
+        if n_snap < PLANE_MIN_SNAPSHOTS or n_snap == self._plane_n:
+            return
+        if not final and time.perf_counter() - self._plane_t < PLANE_EVERY_S:
+            return
+        self._plane_n = n_snap
+        self._start_plane(run, run.problem, f"{run.optimizer_name} (this run)")
+
+    def _start_plane(self, source, problem, label):
+        self._plane_t = time.perf_counter()
+
+        def work():
+            try:
+                rec = source.record if hasattr(source, "record") else source
+                self._plane_result = compute_plane(rec, problem, label=label)
+            except Exception as exc:
+                self._plane_result = {"error": f"PCA-plane view: {type(exc).__name__}: {exc}"}
+
+        self._plane_thread = threading.Thread(target=work, name="workbench-plane", daemon=True)
+        self._plane_thread.start()
+        self._ensure_polling()
+
+    def _collect_plane(self):
+        res, self._plane_result = self._plane_result, None
+        if res is None:
+            return
+        if "error" in res:
+            self._show_error(res["error"])
+            return
+        self.path_pane.object = res
+        self.path_pane.visible = True
+
+    def _collect_race(self):
+        while self._race_results:
+            res = self._race_results.pop(0)
+            if "error" in res:
+                self._show_error("race: " + res["error"])
+            else:
+                self.pin(res)

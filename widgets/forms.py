@@ -71,7 +71,7 @@ class ParamForm:
                 w = pn.widgets.TextInput(name=name, value=format_value(v), placeholder=p.range_text(),
                                          css_classes=[f"{css_prefix}-param-{p.name}"])
             w.description = tip
-            err = pn.pane.Markdown("", visible=False, css_classes=["wb-error", f"wb-error-{p.name}"],
+            err = pn.pane.Markdown("", visible=False, css_classes=["wb-error", f"{css_prefix}-error-{p.name}"],
                                    styles={"color": "#b00020", "font-size": "12px"}, margin=(0, 10))
             w.param.watch(lambda ev, p=p: self._changed(p), "value")
             self.widgets[p.name] = w

@@ -1,0 +1,405 @@
+"""Figure builders for the live views: plain plotly JSON dicts built from a *snapshot* of a run.
+
+A snapshot is a dict of numpy arrays taken either from a live :class:`workbench.Run` (:func:`snapshot_run`) or from
+a saved record (:func:`snapshot_record`), so the same views show a live run, a pinned run and a loaded record.
+Figures are plain dicts (no plotly.graph_objects validation on every redraw) and long series are thinned.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+__all__ = ["thin", "snapshot_run", "snapshot_record", "loss_figure", "accuracy_figure", "sharpness_figure",
+           "eigs_figure", "spectrum_figure", "subspace_figure", "norms_figure", "function_path_figure",
+           "plane_figure", "figures_html", "PIN_COLORS", "event_marks"]
+
+MAX_POINTS = 1500
+PIN_COLORS = ["#7f7f7f", "#bcbd22", "#17becf", "#8c564b", "#e377c2", "#9467bd", "#2ca02c", "#d62728"]
+_TEMPLATE = None
+
+
+def thin(x, y, max_points: int = MAX_POINTS):
+    """Thin a long series for display keeping each bucket's min and max (loss spikes stay visible)."""
+    x, y = np.asarray(x), np.asarray(y, dtype=float)
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    buckets = max_points // 2
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    xs, ys = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        seg = y[a:b]
+        if not np.isfinite(seg).any():
+            continue
+        i, j = a + int(np.nanargmin(seg)), a + int(np.nanargmax(seg))
+        for k in sorted({i, j}):
+            xs.append(x[k])
+            ys.append(y[k])
+    return np.asarray(xs), np.asarray(ys)
+
+
+def plotly_template() -> dict:
+    """The plotly_white template as plain JSON (read-only; shared by every session)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        import plotly.io as pio
+        _TEMPLATE = pio.templates["plotly_white"].to_plotly_json()
+    return _TEMPLATE
+
+
+# -- snapshots ---------------------------------------------------------------------------------------------
+def _floats(v):
+    a = np.asarray(v, dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def snapshot_run(run, probe_vars: bool = True, skip=("trajectory",)) -> dict:
+    """Everything the views need from a live (or finished) run, copied under the run's lock."""
+    hist = run.history()
+    snap = {"label": f"{run.optimizer_name} lr={run.hparams.get('lr', float('nan')):.3g}",
+            "problem": run.problem.name, "optimizer": run.config["optimizer"], "status": run.status,
+            "diverged_at": run.diverged_at, "steps_requested": run.steps,
+            "step": np.arange(len(hist["loss"])), "loss": _floats(hist["loss"]), "lr": _floats(hist["lr"]),
+            "wall_time": _floats(hist["wall_time"]), "events": [dict(e) for e in list(run.events)], "probes": {},
+            "grids": {}}
+    if probe_vars:
+        for slot in run._slots:
+            if slot.name in skip:
+                continue
+            ph = run.probe_history(slot.name)
+            steps = np.asarray(ph.pop("step"), dtype=float)
+            for k, v in ph.items():
+                n = min(len(steps), len(v))
+                try:
+                    snap["probes"][k] = (steps[:n], np.asarray(v[:n], dtype=float))
+                except (TypeError, ValueError):
+                    continue
+            grid = getattr(slot.probe, "grid", None)
+            if grid is not None:
+                snap["grids"][f"{slot.name}_density"] = np.asarray(grid, dtype=float)
+    return snap
+
+
+def snapshot_record(ds, label: str | None = None) -> dict:
+    """A snapshot of a saved record (``wb.load``)."""
+    try:
+        events = json.loads(ds.attrs.get("events", "[]"))
+    except (TypeError, ValueError):
+        events = []
+    div = int(ds.attrs.get("diverged_at", -1))
+    snap = {"label": label or f"{ds.attrs.get('optimizer', '?')} (saved)", "problem": ds.attrs.get("problem", "?"),
+            "optimizer": ds.attrs.get("optimizer", "?"), "status": ds.attrs.get("status", "?"),
+            "diverged_at": None if div < 0 else div, "steps_requested": int(ds.attrs.get("steps_requested", 0)),
+            "step": np.asarray(ds["step"].values), "loss": _floats(ds["loss"].values),
+            "lr": _floats(ds["lr"].values) if "lr" in ds else np.array([]),
+            "wall_time": _floats(ds["wall_time"].values) if "wall_time" in ds else np.array([]),
+            "events": events, "probes": {}, "grids": {}}
+    for k, da in ds.data_vars.items():
+        if k in ("loss", "lr", "grad_norm", "wall_time", "optimizer", "trajectory") or not da.dims \
+                or not str(da.dims[0]).endswith("_step") or da.dtype.kind not in "fiu":
+            continue
+        snap["probes"][k] = (np.asarray(ds[da.dims[0]].values, dtype=float), np.asarray(da.values, dtype=float))
+        if da.ndim == 2 and str(da.dims[1]) in ds.coords and k.endswith("_density"):
+            snap["grids"][k] = np.asarray(ds[da.dims[1]].values, dtype=float)
+    return snap
+
+
+# -- figure helpers ----------------------------------------------------------------------------------------
+def _layout(title, ytitle, log=False, xtitle="step"):
+    return {"template": plotly_template(), "margin": {"l": 55, "r": 10, "t": 32, "b": 40},
+            "title": {"text": title, "font": {"size": 14}}, "xaxis": {"title": {"text": xtitle}},
+            "yaxis": {"title": {"text": ytitle}, "type": "log" if log else "linear"},
+            "legend": {"orientation": "h", "y": -0.22}, "uirevision": "keep", "shapes": [], "annotations": []}
+
+
+def _line(x, y, name, color=None, dash=None, width=2, mode="lines", thin_it=True):
+    if thin_it:
+        x, y = thin(x, y)
+    tr = {"type": "scatter", "x": np.asarray(x).tolist(), "y": np.where(np.isfinite(y), y, None).tolist(),
+          "mode": mode, "name": name, "line": {"width": width}}
+    if color:
+        tr["line"]["color"] = color
+    if dash:
+        tr["line"]["dash"] = dash
+    return tr
+
+
+def event_marks(snap, layout, color="#555"):
+    """Vertical dotted lines at every hot swap (annotated with what changed) and a red one where it diverged."""
+    for ev in snap.get("events", []):
+        s = ev.get("step", 0)
+        changed = ev.get("changed") or []
+        what = ev.get("optimizer", "")
+        if changed and len(changed) <= 2:
+            what += " " + ", ".join(f"{k}={_fmt(ev.get('hparams', {}).get(k))}" for k in changed)
+        layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": s, "x1": s, "y0": 0, "y1": 1,
+                                 "line": {"dash": "dot", "color": color, "width": 1.5}, "name": "swap"})
+        layout["annotations"].append({"x": s, "xref": "x", "y": 1, "yref": "paper", "text": f"↦ {what.strip()}",
+                                      "showarrow": False, "xanchor": "left", "yanchor": "top",
+                                      "font": {"size": 10, "color": color}})
+    if snap.get("diverged_at") is not None:
+        s = snap["diverged_at"]
+        layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": s, "x1": s, "y0": 0, "y1": 1,
+                                 "line": {"color": "#d62728", "width": 2}, "name": "diverged"})
+        layout["annotations"].append({"x": s, "xref": "x", "y": 0.92, "yref": "paper",
+                                      "text": f"diverged at {s}", "showarrow": False, "xanchor": "right",
+                                      "font": {"size": 10, "color": "#d62728"}})
+    return layout
+
+
+def _fmt(v):
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _probe(snap, key):
+    return snap.get("probes", {}).get(key)
+
+
+def _positive(*arrays):
+    vals = [a[np.isfinite(a)] for a in arrays if a is not None and len(a)]
+    vals = [v for v in vals if v.size]
+    return bool(vals) and all((v > 0).all() for v in vals)
+
+
+# -- the views ---------------------------------------------------------------------------------------------
+def loss_figure(snap=None, pins=()):
+    """Trace 0 is always the live training loss (tests count its points)."""
+    snap = snap or {"step": np.array([]), "loss": np.array([])}
+    data = [_line(snap["step"], snap["loss"], "train loss (batch)", color="#1f77b4")]
+    series = [snap["loss"]]
+    for key, name, color in (("train_loss", "train loss (eval)", "#ff7f0e"), ("test_loss", "test loss", "#2ca02c")):
+        p = _probe(snap, key)
+        if p is not None:
+            data.append(_line(p[0], p[1], name, color=color, mode="lines+markers"))
+            series.append(p[1])
+    for i, pin in enumerate(pins):
+        data.append(_line(pin["step"], pin["loss"], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)],
+                          dash="dash"))
+        series.append(pin["loss"])
+    layout = _layout("loss", "loss", log=_positive(*series))
+    return {"data": data, "layout": event_marks(snap, layout)}
+
+
+def accuracy_figure(snap, pins=()):
+    data = []
+    for key, name, color in (("train_accuracy", "train accuracy", "#ff7f0e"),
+                             ("test_accuracy", "test accuracy", "#2ca02c")):
+        p = _probe(snap, key)
+        if p is not None:
+            data.append(_line(p[0], p[1], name, color=color, mode="lines+markers"))
+    for i, pin in enumerate(pins):
+        p = _probe(pin, "test_accuracy") or _probe(pin, "train_accuracy")
+        if p is not None:
+            data.append(_line(p[0], p[1], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)], dash="dash"))
+    if not data:
+        return None
+    layout = _layout("accuracy (Eval probe)", "accuracy")
+    return {"data": data, "layout": event_marks(snap, layout)}
+
+
+def sharpness_figure(snap, pins=()):
+    data = []
+    p = _probe(snap, "sharpness")
+    if p is not None:
+        data.append(_line(p[0], p[1], "sharpness λ_max(H)", color="#1f77b4", mode="lines+markers"))
+        thr = _probe(snap, "sharpness_threshold")
+        if thr is not None and np.isfinite(thr[1]).any():
+            name = "2/lr" if snap.get("optimizer") in ("gd", "sgd", "ngd") and not snap.get("momentum") else \
+                "stability threshold"
+            data.append(_line(thr[0], thr[1], name, color="#d62728", dash="dash"))
+        pre = _probe(snap, "sharpness_preconditioned")
+        if pre is not None and np.isfinite(pre[1]).any():
+            data.append(_line(pre[0], pre[1], "preconditioned λ_max(P⁻¹H)", color="#9467bd", mode="lines+markers"))
+    b = _probe(snap, "batch_sharpness_full")
+    if b is not None:
+        data.append(_line(b[0], b[1], "full-batch λ_max (BatchSharpness)", color="#8c564b", mode="lines+markers"))
+    bm = _probe(snap, "batch_sharpness")
+    if bm is not None and bm[1].ndim == 2:
+        for j in range(bm[1].shape[1]):
+            data.append(_line(bm[0], bm[1][:, j], f"mini-batch λ_max #{j}", dash="dot", width=1))
+    for i, pin in enumerate(pins):
+        pp = _probe(pin, "sharpness")
+        if pp is not None:
+            data.append(_line(pp[0], pp[1], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)], dash="dash"))
+    if not data:
+        return None
+    layout = _layout("sharpness vs stability threshold", "eigenvalue")
+    return {"data": data, "layout": event_marks(snap, layout)}
+
+
+def eigs_figure(snap, pins=()):
+    data = []
+    for key, label in (("sharpness_eigenvalues", "λ"), ("subspace_eigenvalues", "subspace λ")):
+        p = _probe(snap, key)
+        if p is not None and p[1].ndim == 2 and (key == "sharpness_eigenvalues" or not data):
+            for j in range(p[1].shape[1]):
+                data.append(_line(p[0], p[1][:, j], f"{label}{j + 1}", mode="lines+markers", width=1.5))
+    tr = _probe(snap, "trace")
+    if tr is not None:
+        data.append({**_line(tr[0], tr[1], "trace tr(H)", color="#333", dash="dot", mode="lines+markers"),
+                     "yaxis": "y2"})
+    if not data:
+        return None
+    layout = _layout("Hessian top-k eigenvalues", "eigenvalue")
+    if tr is not None:
+        layout["yaxis2"] = {"title": {"text": "trace"}, "overlaying": "y", "side": "right", "showgrid": False}
+    return {"data": data, "layout": event_marks(snap, layout)}
+
+
+def spectrum_figure(snap, pins=()):
+    key = next((k for k in snap.get("grids", {}) if k in snap.get("probes", {})), None)
+    if key is None:
+        return None
+    steps, dens = snap["probes"][key]
+    grid = snap["grids"][key]
+    if dens.ndim != 2 or not len(steps):
+        return None
+    data = []
+    idx = sorted(set(np.linspace(0, len(steps) - 1, min(5, len(steps))).astype(int)))
+    for n, i in enumerate(idx):
+        last = i == idx[-1]
+        y = np.clip(dens[i], 1e-8, None)
+        data.append({"type": "scatter", "x": grid.tolist(), "y": np.where(np.isfinite(y), y, None).tolist(),
+                     "mode": "lines", "name": f"step {int(steps[i])}",
+                     "line": {"width": 2.5 if last else 1, "color": "#1f77b4" if last else None},
+                     "opacity": 1.0 if last else 0.45})
+    layout = _layout("Hessian spectral density (SLQ)", "density", log=True, xtitle="eigenvalue")
+    return {"data": data, "layout": layout}
+
+
+def subspace_figure(snap, pins=()):
+    data = []
+    for key, name, color, dash in (("subspace_fraction", "‖Vᵀg‖²/‖g‖² (full batch)", "#1f77b4", None),
+                                   ("subspace_fraction_batch", "mini-batch gradient", "#ff7f0e", None),
+                                   ("subspace_random_fraction", "random k-subspace", "#7f7f7f", "dot"),
+                                   ("subspace_overlap", "top-k subspace overlap", "#2ca02c", "dash")):
+        p = _probe(snap, key)
+        if p is not None and np.isfinite(p[1]).any():
+            data.append(_line(p[0], p[1], name, color=color, dash=dash, mode="lines+markers"))
+    for i, pin in enumerate(pins):
+        pp = _probe(pin, "subspace_fraction")
+        if pp is not None:
+            data.append(_line(pp[0], pp[1], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)], dash="dash"))
+    if not data:
+        return None
+    layout = _layout("gradient in the top-k Hessian subspace", "fraction")
+    layout["yaxis"]["range"] = [-0.02, 1.02]
+    return {"data": data, "layout": event_marks(snap, layout)}
+
+
+def norms_figure(snap, pins=()):
+    data = []
+    for key, name, color in (("weight_norm", "‖θ‖", "#1f77b4"), ("distance_from_init", "‖θ − θ₀‖", "#ff7f0e"),
+                             ("update_norm", "‖Δθ‖ (update)", "#2ca02c")):
+        p = _probe(snap, key)
+        if p is not None and np.isfinite(p[1]).any():
+            data.append(_line(p[0], p[1], name, color=color))
+    for i, pin in enumerate(pins):
+        pp = _probe(pin, "update_norm")
+        if pp is not None:
+            data.append(_line(pp[0], pp[1], f"📌 ‖Δθ‖ {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)],
+                              dash="dash"))
+    if not data:
+        return None
+    layout = _layout("weight and update norms", "norm", log=_positive(*[np.asarray(d["y"], dtype=float)
+                                                                        for d in data]))
+    return {"data": data, "layout": event_marks(snap, layout)}
+
+
+def function_path_figure(background: dict, points, events=(), steps=None, pins=()):
+    """The 2D test function's heatmap (``background``, built once per problem) with the live path as the last
+    trace; hot swaps are marked on the path as diamonds; pinned paths are dashed."""
+    fig = {"data": list(background["data"]), "layout": dict(background["layout"])}
+    for i, pin in enumerate(pins):
+        pts = pin.get("path")
+        if pts is not None and len(pts):
+            fig["data"].append({"type": "scatter", "x": pts[:, 0].tolist(), "y": pts[:, 1].tolist(),
+                                "mode": "lines", "name": f"📌 {pin['label']}",
+                                "line": {"color": PIN_COLORS[i % len(PIN_COLORS)], "width": 2, "dash": "dash"}})
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    if steps is not None and len(events):
+        steps = np.asarray(steps)
+        xs, ys, txt = [], [], []
+        for ev in events:
+            j = np.searchsorted(steps, ev.get("step", 0))
+            if j < len(pts):
+                xs.append(float(pts[j, 0]))
+                ys.append(float(pts[j, 1]))
+                txt.append(f"step {ev.get('step')}: ↦ {ev.get('optimizer')}")
+        if xs:
+            fig["data"].append({"type": "scatter", "x": xs, "y": ys, "mode": "markers", "name": "hot swap",
+                                "text": txt, "marker": {"symbol": "diamond", "size": 11, "color": "#ffdc00",
+                                                        "line": {"color": "black", "width": 1}}})
+    if len(pts) > MAX_POINTS:
+        idx = np.unique(np.linspace(0, len(pts) - 1, MAX_POINTS).astype(int))
+        pts = pts[idx]
+    fig["data"].append({"type": "scatter", "x": pts[:, 0].tolist(), "y": pts[:, 1].tolist(),
+                        "mode": "lines+markers", "name": "path", "line": {"color": "#ff4136", "width": 2},
+                        "marker": {"size": 4}})
+    return fig
+
+
+def function_background(problem, n: int = 100) -> dict:
+    """Heatmap of log10(f − min + 1e-3) over the problem's domain with its minima (a plain dict, built once)."""
+    import torch
+    (x0, x1), (y0, y1) = problem.domain
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    X, Y = np.meshgrid(xs, ys)
+    with torch.no_grad():
+        Z = problem.function(torch.tensor(np.stack([X, Y], -1), dtype=torch.float64)).numpy()
+    zlog = np.log10(Z - Z.min() + 1e-3)
+    # a heatmap, not a contour trace: plotly.js re-traces contour lines on every live redraw; a heatmap is an image
+    data = [{"type": "heatmap", "x": xs.tolist(), "y": ys.tolist(), "z": zlog.tolist(), "colorscale": "Viridis",
+             "zsmooth": "best", "colorbar": {"title": {"text": "log10(f − min)"}}, "name": "f", "hoverinfo": "skip"}]
+    if problem.minima:
+        mx, my = zip(*problem.minima)
+        data.append({"type": "scatter", "x": list(mx), "y": list(my), "mode": "markers", "name": "minima",
+                     "marker": {"symbol": "star", "size": 14, "color": "white",
+                                "line": {"color": "black", "width": 1}}})
+    layout = _layout(f"{problem.name}: optimizer path on the exact surface", "y", xtitle="x")
+    layout["xaxis"]["range"] = [x0, x1]
+    layout["yaxis"]["range"] = [y0, y1]
+    return {"data": data, "layout": layout}
+
+
+def plane_figure(surf, paths, explained=None, title="loss on the PCA plane of the trajectory"):
+    """A loss surface (xarray over alpha/beta, or None) as a heatmap with projected paths ``[(label, xy)]``."""
+    data = []
+    if surf is not None:
+        z = np.asarray(surf.values, dtype=float).T          # rows = beta
+        zpos = z[np.isfinite(z)]
+        zl = np.log10(np.clip(z, max(zpos.min(), 1e-12) if zpos.size and zpos.min() > 0 else 1e-12, None)) \
+            if zpos.size and zpos.min() > 0 else z
+        data.append({"type": "heatmap", "x": surf["alpha"].values.tolist(), "y": surf["beta"].values.tolist(),
+                     "z": np.where(np.isfinite(zl), zl, None).tolist(), "colorscale": "Viridis", "zsmooth": "best",
+                     "colorbar": {"title": {"text": "log10 loss" if zl is not z else "loss"}}, "hoverinfo": "skip",
+                     "name": "loss"})
+    for i, (label, xy) in enumerate(paths):
+        color = "#ff4136" if i == len(paths) - 1 else PIN_COLORS[i % len(PIN_COLORS)]
+        data.append({"type": "scatter", "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "mode": "lines+markers",
+                     "name": label, "line": {"color": color, "width": 2}, "marker": {"size": 4}})
+    ev = "" if not explained else f" (explained variance {', '.join(f'{e:.0%}' for e in explained[:2])})"
+    layout = _layout(title + ev, "PC 2", xtitle="PC 1")
+    return {"data": data, "layout": layout}
+
+
+def figures_html(figures: dict[str, dict], title: str = "workbench run") -> str:
+    """One self-contained HTML page with every figure (plotly.js inlined once: opens offline)."""
+    import plotly.io as pio
+    parts = []
+    first = True
+    for name, fig in figures.items():
+        if fig is None:
+            continue
+        parts.append(f"<h3>{name}</h3>" + pio.to_html(fig, full_html=False, include_plotlyjs=first,
+                                                      validate=False))
+        first = False
+    body = "\n".join(parts) if parts else "<p>no figures</p>"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title></head>" \
+           f"<body><h2>{_escape(title)}</h2>{body}</body></html>"
+
+
+def _escape(s: str) -> str:
+    import html
+    return html.escape(str(s))
