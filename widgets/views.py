@@ -75,6 +75,8 @@ def snapshot_run(run, probe_vars: bool = True, skip=("trajectory",)) -> dict:
                     snap["probes"][k] = (steps[:n], np.asarray(v[:n], dtype=float))
                 except (TypeError, ValueError):
                     continue
+            if hasattr(slot.probe, "batch_sizes"):
+                snap["batch_sizes"] = list(slot.probe.batch_sizes)
             grid = getattr(slot.probe, "grid", None)
             if grid is not None:
                 snap["grids"][f"{slot.name}_density"] = np.asarray(grid, dtype=float)
@@ -95,6 +97,8 @@ def snapshot_record(ds, label: str | None = None) -> dict:
             "lr": _floats(ds["lr"].values) if "lr" in ds else np.array([]),
             "wall_time": _floats(ds["wall_time"].values) if "wall_time" in ds else np.array([]),
             "events": events, "probes": {}, "grids": {}}
+    if "batch_sharpness_batch_sizes" in ds.attrs:
+        snap["batch_sizes"] = list(np.atleast_1d(ds.attrs["batch_sharpness_batch_sizes"]))
     for k, da in ds.data_vars.items():
         if k in ("loss", "lr", "grad_norm", "wall_time", "optimizer", "trajectory") or not da.dims \
                 or not str(da.dims[0]).endswith("_step") or da.dtype.kind not in "fiu":
@@ -216,8 +220,10 @@ def sharpness_figure(snap, pins=()):
         data.append(_line(b[0], b[1], "full-batch λ_max (BatchSharpness)", color="#8c564b", mode="lines+markers"))
     bm = _probe(snap, "batch_sharpness")
     if bm is not None and bm[1].ndim == 2:
+        sizes = list(snap.get("batch_sizes") or range(bm[1].shape[1]))
         for j in range(bm[1].shape[1]):
-            data.append(_line(bm[0], bm[1][:, j], f"mini-batch λ_max #{j}", dash="dot", width=1))
+            label = f"batch {sizes[j]}" if j < len(sizes) else f"#{j}"
+            data.append(_line(bm[0], bm[1][:, j], f"mini-batch λ_max, {label}", dash="dot", width=1))
     for i, pin in enumerate(pins):
         pp = _probe(pin, "sharpness")
         if pp is not None:
