@@ -112,7 +112,7 @@ def _path(model, loss, data, center, D, coeffs, t, *, bn_data, refresh_bn, mode,
     for q, row in zip(quantities[1:], vals[1:]):
         out.coords[q] = ("t", row.numpy())
     out.attrs.update({"long_name": "loss", "path": kind, "mode": mode, "method": used,
-                      "bn_refreshed": bool(refresh and has_batchnorm(model)),
+                      "bn_refreshed": int(refresh and has_batchnorm(model)),   # int: netCDF has no booleans
                       "quantities": list(quantities)})
     return _attrs_barrier(out)
 

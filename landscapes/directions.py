@@ -82,7 +82,9 @@ class Directions:
         out = {"direction_kind": self.kind, "direction_space": self.space,
                "direction_norms": self.norms}
         for k, v in self.meta.items():
-            if isinstance(v, (int, float, str, bool)):
+            if isinstance(v, bool):                      # netCDF has no boolean attributes
+                out[f"direction_{k}"] = int(v)
+            elif isinstance(v, (int, float, str)):
                 out[f"direction_{k}"] = v
             elif isinstance(v, (list, tuple)) and all(isinstance(e, (int, float)) for e in v):
                 out[f"direction_{k}"] = [float(e) for e in v]

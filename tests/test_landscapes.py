@@ -154,7 +154,7 @@ def test_hessian_directions_are_the_quadratic_eigenvectors():
     assert abs(float(d.vectors[0] @ torch.tensor([-s, c]))) == pytest.approx(1.0, abs=1e-4)
     assert abs(float(d.vectors[1] @ torch.tensor([c, s]))) == pytest.approx(1.0, abs=1e-4)
     surf = ls.surface(prob.model, prob.loss, prob.data(), d, span=1.0, steps=5)
-    f0 = float(prob.loss(prob.model, prob.data()))
+    f0 = float(prob.loss(prob.model, prob.data()).detach())
     # f(θ0 + a v1 + b v2) = f0 + a g·v1 + b g·v2 + (10 a^2 + b^2)/2 exactly
     theta = prob.model.theta.detach().double()
     H = torch.tensor([[c * c + 10 * s * s, (1 - 10) * c * s], [(1 - 10) * c * s, s * s + 10 * c * c]], dtype=torch.float64)
@@ -474,6 +474,19 @@ def test_batchnorm_statistics_are_refreshed_along_the_path():
         assert path.sel(t=0.5).item() == pytest.approx(float(ce_loss(mid, (x, y))), rel=1e-5)
     plain = ls.linear_path(a, b, ce_loss, (x, y), steps=3, refresh_bn=False)
     assert not plain.attrs["bn_refreshed"]
+
+
+def test_landscapes_round_trip_through_netcdf(spirals, tmp_path):
+    m = spirals.model
+    d = ls.orthogonalize(ls.directions.random(m, seed=0))
+    s = ls.surface(m, spirals.loss, spirals.data(), d, span=1.0, steps=3)
+    lp = ls.linear_path(m, spirals.new_model(seed=3), spirals.loss, spirals.data(), steps=3)
+    for da, name in ((s, "s.nc"), (lp, "l.nc")):
+        da.to_netcdf(tmp_path / name)
+        back = xr.load_dataarray(tmp_path / name)
+        np.testing.assert_allclose(back.values, da.values)
+        assert set(back.coords) == set(da.coords)
+    assert xr.load_dataarray(tmp_path / "s.nc").attrs["alpha_norm"] == pytest.approx(s.attrs["alpha_norm"])
 
 
 # -- plots --------------------------------------------------------------------------------------------------
