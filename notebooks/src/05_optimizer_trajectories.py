@@ -163,12 +163,14 @@ race_figure(prob, paths, log={log})
 """)
 
 md(r"""
-What to look for. On **Rosenbrock** the sign-based and adaptive methods (Lion, Adam, Adan) take near-constant
-steps along the curved valley while GD crawls once inside it; normalized GD moves at constant speed and ends
-oscillating at distance ≈ lr. On **Himmelblau** the start at the origin sits between basins and the methods pick
-different minima. On the **saddle** (unbounded below), the adaptive methods escape along y fastest because they
-normalise the tiny y-gradient, whereas SAM stalls (section 3). **Rastrigin** traps every local method in the basin
-it starts in.
+What to look for (numbers from a full-mode run; quick mode stops earlier). On **Rosenbrock** Adam, heavy-ball SGD,
+Adan and Lion reach the curved valley floor near (1, 1) within 300 steps while plain GD (whose lr must stay below 2/λ_max of the
+steep valley walls) and SAM crawl along it; normalized GD moves at constant speed lr. On **Himmelblau**
+most methods roll from the origin into the minimum at (3, 2); heavy-ball momentum overshoots into the one at
+(3.58, −1.85). On the **saddle** (unbounded below) the adaptive and sign-based methods escape along y fastest
+because they normalise the tiny y-gradient; DoG's step grows with the distance travelled, so on an unbounded
+function it runs away; SAM stays at the saddle (section 3). **Rastrigin** traps every local method in a nearby
+basin.
 """)
 
 md(r"""
@@ -253,13 +255,13 @@ SGD pays 2 × `n_samples` forward passes but no backward pass.
 """)
 
 code(r"""
-digits = wb.problems.make("digits-mlp", n_train=300 if QUICK else 1437, width=64 if QUICK else 200,
+digits = wb.problems.make("digits-mlp", n_train=300 if QUICK else 1437, width=64 if QUICK else 100,
                           depth=1 if QUICK else 2)
-steps = 40 if QUICK else 400
+steps = 40 if QUICK else 200
 CONTENDERS = {"gd": dict(lr=0.5), "sgd": dict(lr=0.1, momentum=0.9), "adam": dict(lr=1e-3), "lion": dict(lr=3e-4),
               "adan": dict(lr=3e-3), "muon": dict(lr=0.02, adamw_lr=1e-3), "sam": dict(lr=0.5, rho=0.05),
               "ngd": dict(lr=0.5), "dog": dict(lr=1.0, reps_rel=1e-4), "schedulefree_adamw": dict(lr=3e-3),
-              "zo_sgd": dict(lr=1e-3, n_samples=8)}
+              "zo_sgd": dict(lr=1e-3, n_samples=4)}
 results = {}
 for name, hp in CONTENDERS.items():
     run = wb.train(digits, optimizer=name, steps=steps, progress=False,
@@ -285,7 +287,11 @@ fig
 """)
 
 md(r"""
-Notes. Schedule-Free AdamW's *training* loss is measured at its interpolated point y; its probes (here `Eval`)
+Notes. In a full-mode run (200 steps) everything except Lion (lr 3·10⁻⁴ is conservative here) and zeroth-order
+SGD reaches a training loss below 0.07 and ~95% test accuracy. Zeroth-order SGD barely moves: with d ≈ 17k
+parameters each two-point estimate has cosine ~√(1/d) to the gradient, so its progress per step is ~n_samples/d
+of SGD's — MeZO needs orders of magnitude more steps (or fine-tuning's low effective dimension).
+Schedule-Free AdamW's *training* loss is measured at its interpolated point y; its probes (here `Eval`)
 see the average x, which the run loop swaps in around every probe. Muon orthogonalises the 2-D weight updates
 and runs AdamW (`adamw_lr`) on the biases. To change an optimizer in the middle of a run, call
 `run.hot_swap("adam", lr=1e-3)` from a callback or from the dashboard; the record's `events` attribute says whether
