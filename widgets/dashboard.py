@@ -183,7 +183,7 @@ class Dashboard(pn.viewable.Viewer):
         # -- controls ---------------------------------------------------------------------------------------
         self.preset_select = pn.widgets.Select(name="preset", options=["(none)"] + list(PRESETS),
                                                value="(none)", css_classes=["wb-preset"])
-        self.preset_button = pn.widgets.Button(name="Apply preset", css_classes=["wb-apply-preset"])
+        self.preset_button = pn.widgets.Button(label="Apply preset", css_classes=["wb-apply-preset"])
         self.preset_doc = pn.pane.Markdown("", css_classes=["wb-preset-doc"], styles={"font-size": "12px"})
         self.problem_select = pn.widgets.Select(name="problem", options=wb.problems.list(), value=problem,
                                                 css_classes=["wb-problem"])
@@ -197,27 +197,27 @@ class Dashboard(pn.viewable.Viewer):
         self.probe_forms: dict[str, ParamForm] = {}
         probe_rows = []
         for name, (label, specs) in PROBES.items():
-            cb = pn.widgets.Checkbox(name=label, value=name in DEFAULT_PROBES, css_classes=[f"wb-probe-{name}"])
+            cb = pn.widgets.Checkbox(label=label, value=name in DEFAULT_PROBES, css_classes=[f"wb-probe-{name}"])
             form = ParamForm(specs, owner=name, css_prefix=f"wb-{name}")
             self.probe_checks[name] = cb
             self.probe_forms[name] = form
             probe_rows += [cb, form.layout]
-        self.run_button = pn.widgets.Button(name="Run", button_type="primary", css_classes=["wb-run"], width=60)
-        self.pause_button = pn.widgets.Button(name="Pause", css_classes=["wb-pause"], disabled=True, width=70)
-        self.step_button = pn.widgets.Button(name="Step", css_classes=["wb-step"], width=60)
-        self.stop_button = pn.widgets.Button(name="Stop", button_type="warning", css_classes=["wb-stop"],
+        self.run_button = pn.widgets.Button(label="Run", button_type="primary", css_classes=["wb-run"], width=60)
+        self.pause_button = pn.widgets.Button(label="Pause", css_classes=["wb-pause"], disabled=True, width=70)
+        self.step_button = pn.widgets.Button(label="Step", css_classes=["wb-step"], width=60)
+        self.stop_button = pn.widgets.Button(label="Stop", button_type="warning", css_classes=["wb-stop"],
                                              disabled=True, width=60)
-        self.reset_button = pn.widgets.Button(name="Reset", css_classes=["wb-reset"], width=60)
-        self.pin_button = pn.widgets.Button(name="Pin run", css_classes=["wb-pin"], width=90)
-        self.clear_pins_button = pn.widgets.Button(name="Clear pins", css_classes=["wb-clear-pins"], width=90)
+        self.reset_button = pn.widgets.Button(label="Reset", css_classes=["wb-reset"], width=60)
+        self.pin_button = pn.widgets.Button(label="Pin run", css_classes=["wb-pin"], width=90)
+        self.clear_pins_button = pn.widgets.Button(label="Clear pins", css_classes=["wb-clear-pins"], width=90)
         self.pins_text = pn.pane.Markdown("", css_classes=["wb-pins"], styles={"font-size": "12px"})
         self.export_name = pn.widgets.TextInput(name="file name (in the results folder)", placeholder="auto",
                                                 css_classes=["wb-export-name"])
-        self.export_button = pn.widgets.Button(name="Export .nc + .html", css_classes=["wb-export"])
+        self.export_button = pn.widgets.Button(label="Export .nc + .html", css_classes=["wb-export"])
         self.load_select = pn.widgets.Select(name="saved records", options=list_records(self.results_dir),
                                              css_classes=["wb-load-select"])
-        self.load_button = pn.widgets.Button(name="Load", css_classes=["wb-load"], width=70)
-        self.refresh_button = pn.widgets.Button(name="↻", css_classes=["wb-refresh"], width=40)
+        self.load_button = pn.widgets.Button(label="Load", css_classes=["wb-load"], width=70)
+        self.refresh_button = pn.widgets.Button(label="↻", css_classes=["wb-refresh"], width=40)
         self.file_status = pn.pane.Markdown("", css_classes=["wb-file-status"], styles={"font-size": "12px"})
         self.file_error = pn.pane.Markdown("", visible=False, css_classes=["wb-error", "wb-file-error"],
                                            styles={"color": "#b00020", "font-size": "12px"})
@@ -347,8 +347,9 @@ class Dashboard(pn.viewable.Viewer):
                     self._show_error(str(exc))
 
     # -- presets -------------------------------------------------------------------------------------------
-    def apply_preset(self, name: str):
-        """Fill the controls from ``PRESETS[name]``; a preset with a ``race`` also runs and pins that field."""
+    def apply_preset(self, name: str, race: bool = True):
+        """Fill the controls from ``PRESETS[name]``; a preset with a ``race`` also runs and pins that field
+        (unless ``race=False``)."""
         if name not in PRESETS:
             return None
         p = PRESETS[name]
@@ -365,7 +366,7 @@ class Dashboard(pn.viewable.Viewer):
             for k, v in p.get("probes", {}).get(pname, {}).items():
                 self.probe_forms[pname].widgets[k].value = str(v)
         self.preset_doc.object = p["doc"]
-        if p.get("race"):
+        if race and p.get("race"):
             self.race(p["race"])
         return p
 
@@ -435,7 +436,7 @@ class Dashboard(pn.viewable.Viewer):
         self.stop_button.disabled = not live
         self.pause_button.disabled = not live
         if not live:
-            self.pause_button.name = "Pause"
+            self.pause_button.label = "Pause"
 
     def toggle_pause(self):
         if self._gate is None or not self._live():
@@ -449,22 +450,22 @@ class Dashboard(pn.viewable.Viewer):
         """Hold the run after its current update (hot swaps still apply before the next one)."""
         if self._gate is not None and self._live():
             self._gate.pause()
-            self.pause_button.name = "Resume"
+            self.pause_button.label = "Resume"
 
     def resume(self):
         if self._gate is not None:
             self._gate.resume()
-            self.pause_button.name = "Pause"
+            self.pause_button.label = "Pause"
 
     def step(self):
         """One update: pauses a live run after its next update, or starts a paused run and does its first."""
         if self._live() and self._gate is not None:
             self._gate.step()
-            self.pause_button.name = "Resume"
+            self.pause_button.label = "Resume"
             return self.run
         run = self.start(paused=True)
         if run is not None:
-            self.pause_button.name = "Resume"
+            self.pause_button.label = "Resume"
         return run
 
     def stop(self, wait: float = 0.0):

@@ -63,7 +63,7 @@ class ParamForm:
             tip = f"{p.doc} ({p.range_text()})" if p.doc else p.range_text()
             name = p.name + (" (log)" if p.log else "")
             if p.kind == "bool":
-                w = pn.widgets.Checkbox(name=p.name, value=bool(v), css_classes=[f"{css_prefix}-param-{p.name}"])
+                w = pn.widgets.Checkbox(label=p.name, value=bool(v), css_classes=[f"{css_prefix}-param-{p.name}"])
             elif p.kind == "choice":
                 w = pn.widgets.Select(name=p.name, options=list(p.choices), value=v,
                                       css_classes=[f"{css_prefix}-param-{p.name}"])
