@@ -14,6 +14,7 @@ from . import curvature  # noqa: E402
 from .problems import Problem  # noqa: E402
 from .records import load, save  # noqa: E402
 from .run import Run, RunCrashed, train  # noqa: E402
+from .sweep import sweep  # noqa: E402
 
 optimizers = optim
 _sys.modules[__name__ + ".optimizers"] = optim

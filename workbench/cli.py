@@ -1,5 +1,5 @@
 """Command line: ``workbench list problems|optimizers|probes``, ``workbench run CONFIG.toml -o out.nc``,
-``workbench app [--port 5006] [--address 127.0.0.1]``.
+``workbench sweep CONFIG.toml -o sweep.nc`` (a grid on Dask), ``workbench app [--port 5006] [--address 127.0.0.1]``.
 
 Bad input (unknown names, out-of-range values, malformed config) prints one line on stderr and exits 2.
 """
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
+import numpy as np
 
 __all__ = ["main", "run_from_config", "probes_from_config"]
 
@@ -133,6 +135,46 @@ def _cmd_run(args) -> int:
     return 0 if run.status in ("finished", "stopped") else 1
 
 
+def _cmd_sweep(args) -> int:
+    import workbench as wb
+
+    path = Path(args.config)
+    if not path.is_file():
+        return _fail(f"config file {str(path)!r} does not exist")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        return _fail(f"{path}: not valid TOML ({exc})")
+    try:
+        unknown = set(cfg) - {"problem", "train", "probes", "sweep", "output"}
+        if unknown:
+            raise ValueError(f"config has unknown section {sorted(unknown)[0]!r}; "
+                             "accepted: problem, train, probes, sweep, output")
+        sw = dict(cfg.get("sweep") or {})
+        grid = sw.pop("grid", None)
+        if not isinstance(grid, dict):
+            raise ValueError("[sweep] needs grid = { name = [values, ...], ... }")
+        scheduler = args.scheduler or sw.pop("scheduler", None)
+        n_workers = args.workers or sw.pop("n_workers", None)
+        if sw:
+            raise ValueError(f"[sweep] has unknown key {sorted(sw)[0]!r}; accepted: grid, scheduler, n_workers")
+        prob = dict(cfg.get("problem") or {})
+        if "name" not in prob:
+            raise ValueError("config [problem] needs name = \"...\" (see `workbench list problems`)")
+        name, pseed = prob.pop("name"), prob.pop("seed", 0)
+        out = args.output or cfg.get("output")
+        if not out:
+            raise ValueError("no output file: pass -o OUT.nc (or output = \"...\" in the config)")
+        rec = wb.sweep(name, grid, problem_options=prob, train=cfg.get("train") or {}, probes=cfg.get("probes", []),
+                       problem_seed=pseed, scheduler=scheduler, n_workers=n_workers, progress=not args.quiet)
+    except (ValueError, TypeError) as exc:
+        return _fail(str(exc))
+    wb.save(rec, out)
+    statuses = dict(zip(*np.unique(rec.status.values.astype(str), return_counts=True)))
+    print(f"{rec.attrs['n_runs']} runs ({', '.join(f'{v} {k}' for k, v in statuses.items())}); record saved to {out}")
+    return 0
+
+
 def _cmd_app(args) -> int:
     from widgets.app import serve
 
@@ -163,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("config")
     pr.add_argument("-o", "--output", help="netCDF file for the record")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ps = sub.add_parser("sweep", help="run a grid of experiments on Dask and save one combined record")
+    ps.add_argument("config")
+    ps.add_argument("-o", "--output", help="netCDF file for the combined record")
+    ps.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster), or 'synchronous'")
+    ps.add_argument("--workers", type=int, help="local cluster worker processes (default: one per core)")
+    ps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pa = sub.add_parser("app", help="serve the dashboard")
     pa.add_argument("--port", type=_port, default=5006)
     pa.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -179,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    handlers = {"list": _cmd_list, "run": _cmd_run, "app": _cmd_app}
+    handlers = {"list": _cmd_list, "run": _cmd_run, "sweep": _cmd_sweep, "app": _cmd_app}
     return handlers[args.cmd](args)
 
 
