@@ -89,6 +89,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=21)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()[0]
     try:
         import loss_landscapes  # noqa: F401
     except ImportError:
@@ -100,11 +101,12 @@ def main(argv=None):
     rows = [case("(a) MLP 784-200-200-10", big, F.cross_entropy, args.steps, args.repeats, True),
             case("(b) MLP 2-16-16-1 spirals", small,
                  lambda o, t: F.binary_cross_entropy_with_logits(o.reshape(-1), t.reshape(-1).float()),
-                 args.steps, args.repeats, False)]
+                 args.steps, max(args.repeats, 7), False)]          # cheap: more repeats against noise
     ms = lambda v: f"{1e3 * v:10.3f}"                  # noqa: E731
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.steps}x{args.steps} grid, "
-          f"median of {args.repeats}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.steps}x{args.steps} grid, median of "
+          f"{args.repeats} (a) / {max(args.repeats, 7)} (b) runs; load average {load0:.1f} at start, "
+          f"{os.getloadavg()[0]:.1f} at end (2-core machine shared with other jobs)")
     hdr = (f"{'case':27s} {'params':>7s} {'N':>5s} {'auto':>5s} {'chunk':>5s} {'auto ms/pt':>10s} {'vmap ms/pt':>10s} "
            f"{'loop ms/pt':>10s} {'fwd ms/pt':>10s} {'l-l ms/pt':>10s} {'auto/fwd':>8s} {'l-l/auto':>8s}")
     print(hdr)

@@ -161,7 +161,8 @@ class GridEvaluator:
 
     ``D`` is a ``(k, n)`` tensor of flat directions in the order of the model's trainable parameters.
     ``mode``: "eval" (default: BatchNorm uses running statistics, dropout off) or "train" (BatchNorm uses batch
-    statistics of each grid point, dropout active). ``method``: "auto" (vmap, loop fallback), "vmap", or "loop".
+    statistics of each grid point, dropout active). ``method``: "auto" (vmap with a loop fallback when vmap fails;
+    on CPU the loop when one forward pass alone fills a quarter of the chunk budget), "vmap", or "loop".
     """
 
     def __init__(self, model: nn.Module, loss, data, *, mode: str = "eval", method: str = "auto",
