@@ -7,3 +7,6 @@ from .curvature import (BatchSharpness, GradientSubspace, Sharpness, SpectralDen
 __all__ = ["Probe", "ProbeContext", "Var", "Norms", "Eval", "Trajectory", "countsketch"]
 __all__ += ["Sharpness", "GradientSubspace", "Trace", "SpectralDensity", "BatchSharpness",
             "stability_threshold", "preconditioner_vector"]
+from .optimizer import SAMProbe, ZerothOrderProbe  # noqa: E402
+
+__all__ += ["SAMProbe", "ZerothOrderProbe"]
