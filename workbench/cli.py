@@ -102,10 +102,10 @@ def _cmd_list(args) -> int:
     elif args.what == "optimizers":
         for n in wb.optimizers.list():
             s = wb.optimizers.spec(n)
-            print(f"{n:18s} {s.doc.splitlines()[0] if s.doc else ''}")
+            print(f"{n:18s} {(s.doc.strip().splitlines() or [''])[0]}")
     else:
         for n, cls in sorted(_probe_classes().items()):
-            print(f"{n:18s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{n:18s} {((cls.__doc__ or '').strip().splitlines() or [''])[0]}")
     return 0
 
 
