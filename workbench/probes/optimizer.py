@@ -21,6 +21,8 @@ __all__ = ["SAMProbe", "ZerothOrderProbe"]
 
 
 class SAMProbe(Probe):
+    """SAM/ASAM internals per step: perturbation norm, loss and gradient norm at the ascent point (Foret et al. 2021)."""
+
     default_name = "sam"
 
     def __init__(self, every: int = 1, name: str | None = None, max_coords: int = 64):
@@ -63,6 +65,8 @@ class SAMProbe(Probe):
 
 
 class ZerothOrderProbe(Probe):
+    """Cosine between the MeZO-style zeroth-order gradient estimate and the true gradient (Malladi et al. 2023)."""
+
     default_name = "zo"
 
     def variables(self, ctx: ProbeContext):
