@@ -161,6 +161,7 @@ class Dashboard(pn.viewable.Viewer):
         self.results_dir = Path(results_dir)
         self.run: wb.Run | None = None
         self.loaded = None               # a loaded record being viewed (xarray.Dataset)
+        self._loaded_label = None
         self.pins: list[dict] = []
         self.first_point_latency = None
         self._gate: _Gate | None = None
@@ -554,7 +555,7 @@ class Dashboard(pn.viewable.Viewer):
                 snap["path"] = self._function_path(self.run)
             return snap
         if self.loaded is not None:
-            snap = V.snapshot_record(self.loaded)
+            snap = V.snapshot_record(self.loaded, label=self._loaded_label)
             if path and "trajectory" in self.loaded and self.loaded["trajectory"].shape[-1] == 2:
                 snap["path"] = np.asarray(self.loaded["trajectory"].values, dtype=float)
             return snap
@@ -564,7 +565,7 @@ class Dashboard(pn.viewable.Viewer):
     def _function_path(run):
         if run.problem.kind != "function" or "trajectory" not in run.probe_names:
             return None
-        traj = run.probe_history("trajectory")["trajectory"]
+        traj = run.probe_history("trajectory").get("trajectory")
         return np.asarray(traj, dtype=float).reshape(-1, 2) if traj else None
 
     def race(self, entries, steps: int | None = None):
@@ -658,6 +659,7 @@ class Dashboard(pn.viewable.Viewer):
         self.run = None
         self._gate = None
         self.loaded = ds
+        self._loaded_label = snap["label"]
         self._set_buttons(live=False)
         self._clear_views()
         self._problem_obj = None
@@ -727,7 +729,8 @@ class Dashboard(pn.viewable.Viewer):
                 self._last_heavy = now
                 if run.problem.kind == "function":
                     snap["path"] = self._function_path(run)
-                    snap["path_steps"] = np.asarray(run.probe_history("trajectory")["step"])
+                    snap["path_steps"] = np.asarray(run.probe_history("trajectory")["step"]) \
+                        if "trajectory" in run.probe_names else None
             elif self._snap is not None:
                 snap["path"], snap["path_steps"] = self._snap.get("path"), self._snap.get("path_steps")
             self._render(snap, heavy=heavy)
@@ -744,6 +747,11 @@ class Dashboard(pn.viewable.Viewer):
                     self._cb.stop()
         except Exception as exc:  # never let a view update kill the session
             self._show_error(f"view update failed: {type(exc).__name__}: {exc}")
+            if self.run is not None and self.run.done:      # do not poll a finished run forever
+                self._final_done = True
+                self._set_buttons(live=False)
+                if self._cb is not None and self._cb.running and self._idle():
+                    self._cb.stop()
 
     def _gate_state_shown(self):
         g = self._gate
