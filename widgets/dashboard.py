@@ -50,10 +50,10 @@ PROBES = {
     "batch_sharpness": ("BatchSharpness", [Param("every", 100, kind="int", low=1, high=10**6)]),
     "trajectory": ("Trajectory: PCA-plane view", [Param("every", 5, kind="int", low=1, high=10**6)]),
 }
-DEFAULT_PROBES = ("eval", "norms")
+DEFAULT_PROBES = ("eval",)        # Eval is skipped on 2D test functions (it equals the loss there)
 
 POLL_MS = 200
-HEAVY_EVERY_S = 0.5         # the heavier views re-render at most this often
+HEAVY_EVERY_S = 1.0         # the heavier views re-render at most this often
 PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
 PLANE_MIN_SNAPSHOTS = 8
 MAX_PINS = 8
@@ -81,6 +81,13 @@ def make_probe(name: str, opts: dict, prob):
     if name == "trajectory":
         return wb.probes.Trajectory(every=every)
     raise ValueError(f"unknown probe {name!r}; choose from {sorted(PROBES)}")
+
+
+def _last(y):
+    if y is None or not len(y):
+        return None
+    v = float(np.asarray(y[-1], dtype=float))
+    return None if not np.isfinite(v) else v
 
 
 class _Gate:
@@ -169,6 +176,7 @@ class Dashboard(pn.viewable.Viewer):
         self._problem_obj = None
         self._background = None          # 2D function heatmap (figure dict)
         self._figs: dict[str, dict] = {}
+        self._sigs: dict[str, tuple] = {}
         self._snap = None
         self._shown = -1
         self._last_heavy = 0.0
@@ -386,7 +394,7 @@ class Dashboard(pn.viewable.Viewer):
         for name, cb in self.probe_checks.items():
             if cb.value:
                 opts = self.probe_forms[name].values()
-                if prob.kind == "function" and name == "trajectory":
+                if prob.kind == "function" and name in ("trajectory", "eval"):
                     continue
                 probes.append(make_probe(name, opts, prob))
         if prob.kind == "function":
@@ -491,6 +499,7 @@ class Dashboard(pn.viewable.Viewer):
         self._set_buttons(live=False)
 
     def _clear_views(self):
+        self._sigs = {}
         self._snap = None
         self._shown = -1
         self._figs = {}
@@ -513,6 +522,7 @@ class Dashboard(pn.viewable.Viewer):
             self.path_pane.visible = False
             return
         start = np.array([[prob.options["x0"], prob.options["y0"]]])
+        self._sigs.pop("path", None)
         self.path_pane.object = V.function_path_figure(self._function_bg(prob), start,
                                                        pins=[p for p in self.pins if p["problem"] == prob.name])
         self.path_pane.visible = True
@@ -542,6 +552,7 @@ class Dashboard(pn.viewable.Viewer):
         self.pins_text.object = "" if not self.pins else "Pinned: " + "; ".join(
             f"{p['label']} ({p['problem']}, {len(p['step'])} steps)" for p in self.pins)
         self._shown = -1
+        self._sigs = {}
         if self._snap is not None:
             self._render(self._snap, heavy=True)
         else:
@@ -784,28 +795,37 @@ class Dashboard(pn.viewable.Viewer):
             self._show_error(f"The run crashed at step {run.step}: {type(run.error).__name__}: {run.error}")
         self.status.object = text
 
+    def _assign(self, name, fig):
+        """Send a figure only if it differs from what the browser has (cheap signature of every trace)."""
+        pane = self.panes[name]
+        if fig is None:
+            pane.visible = False
+            self._sigs.pop(name, None)
+            return
+        sig = (tuple((t.get("name"), t.get("type"), len(t["x"]) if t.get("x") is not None else 0,
+                      _last(t.get("y"))) for t in fig["data"]),
+               len(fig["layout"].get("shapes", ())), str(fig["layout"].get("title")),
+               fig["layout"].get("yaxis", {}).get("type"))
+        if self._sigs.get(name) != sig or not pane.visible:
+            self._sigs[name] = sig
+            pane.object = fig
+            pane.visible = True
+
     def _render(self, snap, heavy=True, loaded=None):
         self._snap = snap
         pins = self.pins
-        self.loss_pane.object = V.loss_figure(snap, pins)
+        self._assign("loss", V.loss_figure(snap, pins))
         if not heavy:
             return
         builders = {"accuracy": V.accuracy_figure, "sharpness": V.sharpness_figure, "eigs": V.eigs_figure,
                     "spectrum": V.spectrum_figure, "subspace": V.subspace_figure, "norms": V.norms_figure}
         for name, build in builders.items():
-            fig = build(snap, pins)
-            pane = self.panes[name]
-            if fig is None:
-                pane.visible = False
-            else:
-                pane.object = fig
-                pane.visible = True
+            self._assign(name, build(snap, pins))
         prob = self._problem_obj
         if prob is not None and prob.kind == "function" and snap.get("path") is not None:
             same = [p for p in pins if p["problem"] == prob.name]
-            self.path_pane.object = V.function_path_figure(self._function_bg(prob), snap["path"], snap["events"],
-                                                           snap.get("path_steps"), pins=same)
-            self.path_pane.visible = True
+            self._assign("path", V.function_path_figure(self._function_bg(prob), snap["path"], snap["events"],
+                                                        snap.get("path_steps"), pins=same))
         elif loaded is not None and "trajectory" in loaded and prob is not None and prob.kind != "function":
             self._start_plane(loaded, prob, snap["label"])
 
@@ -845,6 +865,7 @@ class Dashboard(pn.viewable.Viewer):
         if "error" in res:
             self._show_error(res["error"])
             return
+        self._sigs.pop("path", None)
         self.path_pane.object = res
         self.path_pane.visible = True
 

@@ -120,7 +120,10 @@ def _layout(title, ytitle, log=False, xtitle="step"):
 def _line(x, y, name, color=None, dash=None, width=2, mode="lines", thin_it=True):
     if thin_it:
         x, y = thin(x, y)
-    tr = {"type": "scatter", "x": np.asarray(x).tolist(), "y": np.where(np.isfinite(y), y, None).tolist(),
+    # numpy arrays travel to the browser as binary columns, and Panel only re-sends the ones that changed
+    if mode == "lines+markers" and len(x) > 200:
+        mode = "lines"
+    tr = {"type": "scatter", "x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float),
           "mode": mode, "name": name, "line": {"width": width}}
     if color:
         tr["line"]["color"] = color
@@ -266,7 +269,7 @@ def spectrum_figure(snap, pins=()):
     for n, i in enumerate(idx):
         last = i == idx[-1]
         y = np.clip(dens[i], 1e-8, None)
-        data.append({"type": "scatter", "x": grid.tolist(), "y": np.where(np.isfinite(y), y, None).tolist(),
+        data.append({"type": "scatter", "x": np.asarray(grid, dtype=float), "y": np.asarray(y, dtype=float),
                      "mode": "lines", "name": f"step {int(steps[i])}",
                      "line": {"width": 2.5 if last else 1, "color": "#1f77b4" if last else None},
                      "opacity": 1.0 if last else 0.45})
@@ -308,8 +311,7 @@ def norms_figure(snap, pins=()):
                               dash="dash"))
     if not data:
         return None
-    layout = _layout("weight and update norms", "norm", log=_positive(*[np.asarray(d["y"], dtype=float)
-                                                                        for d in data]))
+    layout = _layout("weight and update norms", "norm", log=_positive(*[d["y"] for d in data]))
     return {"data": data, "layout": event_marks(snap, layout)}
 
 
@@ -320,7 +322,7 @@ def function_path_figure(background: dict, points, events=(), steps=None, pins=(
     for i, pin in enumerate(pins):
         pts = pin.get("path")
         if pts is not None and len(pts):
-            fig["data"].append({"type": "scatter", "x": pts[:, 0].tolist(), "y": pts[:, 1].tolist(),
+            fig["data"].append({"type": "scatter", "x": pts[:, 0].copy(), "y": pts[:, 1].copy(),
                                 "mode": "lines", "name": f"📌 {pin['label']}",
                                 "line": {"color": PIN_COLORS[i % len(PIN_COLORS)], "width": 2, "dash": "dash"}})
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
@@ -340,8 +342,8 @@ def function_path_figure(background: dict, points, events=(), steps=None, pins=(
     if len(pts) > MAX_POINTS:
         idx = np.unique(np.linspace(0, len(pts) - 1, MAX_POINTS).astype(int))
         pts = pts[idx]
-    fig["data"].append({"type": "scatter", "x": pts[:, 0].tolist(), "y": pts[:, 1].tolist(),
-                        "mode": "lines+markers", "name": "path", "line": {"color": "#ff4136", "width": 2},
+    fig["data"].append({"type": "scatter", "x": pts[:, 0].copy(), "y": pts[:, 1].copy(),
+                        "mode": "lines+markers" if len(pts) <= 300 else "lines", "name": "path", "line": {"color": "#ff4136", "width": 2},
                         "marker": {"size": 4}})
     return fig
 
@@ -356,7 +358,7 @@ def function_background(problem, n: int = 100) -> dict:
         Z = problem.function(torch.tensor(np.stack([X, Y], -1), dtype=torch.float64)).numpy()
     zlog = np.log10(Z - Z.min() + 1e-3)
     # a heatmap, not a contour trace: plotly.js re-traces contour lines on every live redraw; a heatmap is an image
-    data = [{"type": "heatmap", "x": xs.tolist(), "y": ys.tolist(), "z": zlog.tolist(), "colorscale": "Viridis",
+    data = [{"type": "heatmap", "x": xs, "y": ys, "z": zlog, "colorscale": "Viridis",
              "zsmooth": "best", "colorbar": {"title": {"text": "log10(f − min)"}}, "name": "f", "hoverinfo": "skip"}]
     if problem.minima:
         mx, my = zip(*problem.minima)
@@ -377,13 +379,14 @@ def plane_figure(surf, paths, explained=None, title="loss on the PCA plane of th
         zpos = z[np.isfinite(z)]
         zl = np.log10(np.clip(z, max(zpos.min(), 1e-12) if zpos.size and zpos.min() > 0 else 1e-12, None)) \
             if zpos.size and zpos.min() > 0 else z
-        data.append({"type": "heatmap", "x": surf["alpha"].values.tolist(), "y": surf["beta"].values.tolist(),
-                     "z": np.where(np.isfinite(zl), zl, None).tolist(), "colorscale": "Viridis", "zsmooth": "best",
+        data.append({"type": "heatmap", "x": np.asarray(surf["alpha"].values, dtype=float),
+                     "y": np.asarray(surf["beta"].values, dtype=float),
+                     "z": np.asarray(zl, dtype=float), "colorscale": "Viridis", "zsmooth": "best",
                      "colorbar": {"title": {"text": "log10 loss" if zl is not z else "loss"}}, "hoverinfo": "skip",
                      "name": "loss"})
     for i, (label, xy) in enumerate(paths):
         color = "#ff4136" if i == len(paths) - 1 else PIN_COLORS[i % len(PIN_COLORS)]
-        data.append({"type": "scatter", "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "mode": "lines+markers",
+        data.append({"type": "scatter", "x": xy[:, 0].copy(), "y": xy[:, 1].copy(), "mode": "lines+markers",
                      "name": label, "line": {"color": color, "width": 2}, "marker": {"size": 4}})
     ev = "" if not explained else f" (explained variance {', '.join(f'{e:.0%}' for e in explained[:2])})"
     layout = _layout(title + ev, "PC 2", xtitle="PC 1")
