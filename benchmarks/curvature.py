@@ -316,6 +316,7 @@ def main():
     counter = _PyHCounter()
     tols_wb = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4]
     tols_pyh = [1e-3, 1e-4, 1e-5] if args.quick else [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+    tols_pyh5 = [1e-3, 1e-4, 1e-5]           # top-5 deflated power iteration is slow: keep the sweep short
     tols_cl = [1e-1, 1e-2, 1e-3, 1e-4]
     steps_he = [10, 20, 40] if args.quick else [5, 10, 15, 20, 30, 40, 60, 80]
 
@@ -332,9 +333,9 @@ def main():
 
     for task, k, ref in (("top-1", 1, ref1), ("top-5", 5, ref5)):
         sweep(task, "workbench", tols_wb, lambda tol: add(task, "workbench", ref, wb_top(model, x, y, k, tol)))
-        sweep(task, "pyhessian", tols_pyh, lambda tol: add(task, "pyhessian", ref,
-                                                             pyh_top(model, x, y, k, tol, counter,
-                                                                     max_iter=1000 if k == 1 else 300)))
+        sweep(task, "pyhessian", tols_pyh if k == 1 else tols_pyh5,
+              lambda tol: add(task, "pyhessian", ref, pyh_top(model, x, y, k, tol, counter,
+                                                                max_iter=1000 if k == 1 else 300)))
         sweep(task, "curvlinops+eigsh", tols_cl, lambda tol: add(task, "curvlinops+eigsh", ref,
                                                                    cl_top(model, x, y, k, tol)))
         sweep(task, "hessian-eigenthings", [s for s in steps_he if s >= 2 * k],

@@ -151,6 +151,24 @@ def test_eigs_default_top_eigenvalue_within_1e3_on_float32_models():
         assert abs(float(res.values[0]) - float(ref[-1])) <= 1e-3 * abs(float(ref[-1])), name
 
 
+@pytest.mark.parametrize("tol", [0.3, 1e-2, 1e-3])
+def test_eigs_tolerance_is_honoured(tol):
+    # a clustered top of the spectrum (tanh MLP at init). The residual criterion guarantees every returned value
+    # lies within tol * |value| of some eigenvalue; once tol is below the cluster's spread it is the right one
+    prob = wb.problems.make("digits-mlp", seed=0, width=16, depth=1, n_train=300)
+    x, y = prob.data()
+    ref = torch.linalg.eigvalsh(hessian(prob.model.double(), prob.loss, (x.double(), y)).to_dense())
+    top = ref.flip(0)[:3]
+    for seed in range(2):
+        res = eigs(hessian(prob.model, prob.loss, (x.double(), y)), k=3, tol=tol, seed=seed)
+        assert res.converged
+        nearest = (res.values[:, None] - ref[None, :]).abs().min(dim=1).values
+        assert bool((nearest <= tol * res.values.abs()).all()), (tol, seed, nearest)
+        assert bool((res.residuals <= tol * res.values.abs()).all())
+        if tol <= 1e-2:
+            assert bool(((res.values - top).abs() <= tol * top.abs()).all()), (tol, seed, res.values, top)
+
+
 def test_eigs_warm_start_from_subspace_uses_fewer_products():
     prob = wb.problems.make("gaussian-mixture", seed=1, classes=3, dim=8, width=16, depth=1, n_train=200)
     H = hessian(prob.model, prob.loss, prob.data())

@@ -58,11 +58,13 @@ def slq(op, probes: int = 4, steps: int = 50, seed: int = 0) -> SLQResult:
         n_mv += probes
         a = (w * q).sum(1)
         alpha[:, j] = a.double().cpu()
-        # full reorthogonalization against each probe's own basis (twice: CGS2)
+        # three-term recurrence, then one full reorthogonalization pass against each probe's own basis
+        w = w - a[:, None] * q
+        if j > 0:
+            w = w - beta[:, j - 1].to(device=dev, dtype=dt)[:, None] * Qs[:, j - 1]
         basis = Qs[:, :j + 1]                                       # (probes, j+1, n)
-        for _ in range(2):
-            coef = torch.bmm(basis, w.unsqueeze(2))                 # (probes, j+1, 1)
-            w = w - torch.bmm(coef.transpose(1, 2), basis).squeeze(1)
+        coef = torch.bmm(basis, w.unsqueeze(2))                     # (probes, j+1, 1)
+        w = w - torch.bmm(coef.transpose(1, 2), basis).squeeze(1)
         b = w.norm(dim=1)
         if j + 1 < steps:
             scale = torch.clamp(alpha[:, :j + 1].abs().max(dim=1).values, min=1e-30).to(b.device, b.dtype)
