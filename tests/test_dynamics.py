@@ -109,10 +109,10 @@ def test_sharpness_warm_start_saves_products():
     probe = Sharpness(every=1, k=1)
     rec = wb.train(prob, "gd", lr=0.01, steps=5, probes=[probe], progress=False).record
     hv = rec.sharpness_hvps.values
-    assert hv[0] > 2 and (hv[1:] <= 2).all(), hv
+    assert (hv[1:] < hv[0]).all(), hv
     cold = wb.train(prob, "gd", lr=0.01, steps=5, probes=[Sharpness(every=1, warm_start=False)],
                     progress=False).record.sharpness_hvps.values
-    assert (cold[1:] > hv[1:]).all()
+    assert (cold[1:] > hv[1:]).all(), (cold, hv)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

@@ -241,8 +241,10 @@ class Sharpness(_CurvatureProbe):
     products instead of the ~20 of a cold start. A pair is accepted when its residual ‖Hv − λv‖ ≤ ``tol``·|λ|
     (default 1%: a rigorous bound on the eigenvalue error; the actual error is second order in the residual,
     ~1e-4–1e-3 on digits-mlp). A warm start follows the eigenvectors it had: if another eigenvalue overtakes the
-    tracked ones between two calls it could be missed, so every ``refresh``-th call (default 20; ``None`` =
-    never) starts cold from a random vector. Use ``k`` ≥ 2 when the top eigenvalues are nearly degenerate.
+    tracked ones between two calls it could be missed (at the edge of stability on digits-mlp, tracking only the
+    top vector reported λ₂ instead of λ₁ at some probes: 11% low), so the probe tracks ``guard`` extra eigenpairs
+    (default 1: k + 1 pairs are solved and warm-started, the top k recorded) and every ``refresh``-th call
+    (default 20; ``None`` = never) starts cold from a random vector.
 
     Variables (probe ``name``, default ``"sharpness"``):
 
@@ -262,9 +264,11 @@ class Sharpness(_CurvatureProbe):
 
     def __init__(self, every: int = 10, k: int = 1, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES,
                  mode: str = "eval", tol: float = 1e-2, max_iter: int | None = None, warm_start: bool = True,
-                 refresh: int | None = 20, preconditioned: bool = True, seed: int = 0, name: str | None = None):
+                 refresh: int | None = 20, guard: int = 1, preconditioned: bool = True, seed: int = 0,
+                 name: str | None = None):
         super().__init__(every, data, max_samples, mode, name)
         self.k = check_int("Sharpness.k", k, 1, 1000)
+        self.guard = check_int("Sharpness.guard", guard, 0, 100)
         self.refresh = check_int("Sharpness.refresh", refresh, 1, allow_none=True)
         self.seed = check_int("Sharpness.seed", seed, 0, 2**31 - 1)
         self._calls = 0
@@ -329,11 +333,12 @@ class Sharpness(_CurvatureProbe):
         self._calls += 1
         cold = not self.warm_start or (self.refresh is not None and (self._calls - 1) % self.refresh == 0)
         seed = self.seed * 1_000_003 + self._calls
-        res = _top_eigs(H, k, self.tol, self.max_iter, None if cold else self._v, seed)
+        kk = min(k + self.guard, H.size)
+        res = _top_eigs(H, kk, self.tol, self.max_iter, None if cold else self._v, seed)
         self._v = res.vectors.detach()
-        vals = res.values.detach().double().cpu().numpy()
+        vals = res.values.detach().double().cpu().numpy()[:k]
         out[f"{n}_eigenvalues"] = vals
-        out[f"{n}_residuals"] = res.residuals.detach().double().cpu().numpy()
+        out[f"{n}_residuals"] = res.residuals.detach().double().cpu().numpy()[:k]
         converged = bool(res.converged)
         pre = NAN
         if self.preconditioned and ctx.run.spec.preconditioned:
@@ -343,7 +348,8 @@ class Sharpness(_CurvatureProbe):
                            "preconditioned sharpness NaN there")
             else:
                 op = _scaled_operator(H, P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt())
-                rp = _top_eigs(op, 1, self.tol, self.max_iter, None if cold else self._vp, seed)
+                rp = _top_eigs(op, min(1 + self.guard, H.size), self.tol, self.max_iter,
+                               None if cold else self._vp, seed)
                 self._vp = rp.vectors.detach()
                 pre = float(rp.values[0])
                 converged = converged and bool(rp.converged)
@@ -355,14 +361,15 @@ class Sharpness(_CurvatureProbe):
 
     def attrs(self):
         return {**super().attrs(), "k": self.k, "tol": self.tol, "warm_start": int(self.warm_start),
-                "refresh": 0 if self.refresh is None else self.refresh,
+                "refresh": 0 if self.refresh is None else self.refresh, "guard": self.guard,
                 "threshold_rule": "2/lr (gd, sgd); (2+2*momentum)/lr (heavy ball); "
                                   "(2+2*momentum)/((1+2*momentum)*lr) (Nesterov); (2+2*beta1)/((1-beta1)*lr) "
                                   "on lambda_max(P^-1 H) (Adam family); lr = the current learning rate"}
 
     def config(self):
         return {**super().config(), "k": self.k, "tol": self.tol, "max_iter": self.max_iter,
-                "warm_start": self.warm_start, "refresh": self.refresh, "preconditioned": self.preconditioned,
+                "warm_start": self.warm_start, "refresh": self.refresh, "guard": self.guard,
+                "preconditioned": self.preconditioned,
                 "seed": self.seed}
 
 
