@@ -34,7 +34,7 @@ def browser():
 
 
 def open_page(browser, server, context=None):
-    page = (context or browser).new_page(viewport={"width": 1400, "height": 1000})
+    page = context.new_page() if context is not None else browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(T * 1000)
     page.goto(server.url)
     page.locator(".wb-run button").wait_for()
@@ -61,6 +61,15 @@ def trace_len(page, css, name):
 def swap_lines(page, css):
     return js_plot(page, css, "((el.layout || {}).shapes || []).filter(s => s.name === 'swap').map(s => s.x0)") \
         or []
+
+
+def status_step(page) -> int:
+    """The step count shown in the status line ("... step N / M ...")."""
+    text = text_of(page, ".wb-status")
+    try:
+        return int(text.split("step ", 1)[1].split(" ", 1)[0])
+    except (IndexError, ValueError):
+        return -1
 
 
 def pick_optimizer(page, name, lr_default):
@@ -109,7 +118,7 @@ def test_switch_optimizer_midrun_marks_plot_and_record(browser, server):
     set_text(page, ".wb-param-lr", "0.0005")
     set_text(page, ".wb-param-steps", "1000000")
     page.locator(".wb-run button").click()
-    wait_until(lambda: plot_points(page) > 20, timeout=T, what="some sgd steps")
+    wait_until(lambda: status_step(page) > 20, timeout=T, what="some sgd steps")
     choose(page, ".wb-optimizer", "adam")
     status = wait_until(lambda: (s := text_of(page, ".wb-status")) and "→ adam" in s and s, timeout=T,
                         what="the swap in the status")
@@ -155,33 +164,40 @@ def test_sharpness_view_and_threshold_line(browser, server):
 
 
 def test_two_sessions_run_different_optimizers_in_isolation(browser, server):
-    ctx_a, ctx_b = browser.new_context(), browser.new_context()
+    ctx_a, ctx_b = (browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2))
     a, b = open_page(browser, server, ctx_a), open_page(browser, server, ctx_b)
     pick_optimizer(a, "sgd", "0.01")
     set_text(a, ".wb-param-lr", "0.0005")
     pick_optimizer(b, "lion", "0.0001")
     for p in (a, b):
         set_text(p, ".wb-param-steps", "1000000")
-    a.locator(".wb-run button").click()
-    b.locator(".wb-run button").click()
-    for p in (a, b):
-        wait_until(lambda p=p: plot_points(p) > 5 and "running" in text_of(p, ".wb-status"), timeout=T,
-                   what="both running")
-    sa, sb = text_of(a, ".wb-status"), text_of(b, ".wb-status")
-    assert "sgd" in sa and "lion" not in sa
-    assert "lion" in sb and "sgd" not in sb
-    a.locator(".wb-stop button").click()
-    wait_until(lambda: "stopped" in text_of(a, ".wb-status"), timeout=T, what="a stopped")
-    n_b = plot_points(b)
-    wait_until(lambda: plot_points(b) > n_b, timeout=T, what="b still running after a stopped")
-    assert "running" in text_of(b, ".wb-status")
-    a.locator(".wb-pin button").click()
-    wait_until(lambda: "Pinned" in text_of(a, ".wb-pins"), timeout=T, what="pin in a")
-    assert "Pinned" not in text_of(b, ".wb-pins")
-    b.locator(".wb-stop button").click()
-    wait_until(lambda: "stopped" in text_of(b, ".wb-status"), timeout=T, what="b stopped")
-    ctx_a.close()
-    ctx_b.close()
+    try:
+        a.locator(".wb-run button").click()
+        b.locator(".wb-run button").click()
+        for p in (a, b):
+            wait_until(lambda p=p: plot_points(p) > 5 and "running" in text_of(p, ".wb-status"), timeout=T,
+                       what="both running")
+        sa, sb = text_of(a, ".wb-status"), text_of(b, ".wb-status")
+        assert "sgd" in sa and "lion" not in sa
+        assert "lion" in sb and "sgd" not in sb
+        a.locator(".wb-stop button").click()
+        wait_until(lambda: "stopped" in text_of(a, ".wb-status"), timeout=T, what="a stopped")
+        n_b = status_step(b)
+        wait_until(lambda: status_step(b) > n_b, timeout=T, what="b still running after a stopped")
+        assert "running" in text_of(b, ".wb-status")
+        a.locator(".wb-pin button").click()
+        wait_until(lambda: "Pinned" in text_of(a, ".wb-pins"), timeout=T, what="pin in a")
+        assert "Pinned" not in text_of(b, ".wb-pins")
+        b.locator(".wb-stop button").click()
+        wait_until(lambda: "stopped" in text_of(b, ".wb-status"), timeout=T, what="b stopped")
+    finally:
+        for p in (a, b):
+            try:
+                p.locator(".wb-stop button").click(timeout=3000)
+            except Exception:
+                pass              # already stopped (the button is disabled)
+        ctx_a.close()
+        ctx_b.close()
 
 
 def test_invalid_values_inline_and_server_keeps_serving(browser, server):

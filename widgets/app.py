@@ -11,7 +11,8 @@ __all__ = ["serve", "create_app"]
 
 
 def create_app(results_dir: str | Path = "results"):
-    """A fresh dashboard page for one session (a template around a new ``Dashboard``)."""
+    """A fresh dashboard page for one session (a template around a new ``Dashboard``); the session's runs are
+    stopped when its browser tab goes away."""
     pn.extension("plotly", notifications=True)
     dash = Dashboard(results_dir=results_dir)
     tmpl = pn.template.BootstrapTemplate(title="Optimization-dynamics workbench", sidebar_width=330,
@@ -19,6 +20,10 @@ def create_app(results_dir: str | Path = "results"):
     tmpl.sidebar.append(dash.layout[0])
     tmpl.main.append(dash.layout[1])
     tmpl.dashboard = dash  # reachable for tests / debugging
+    try:
+        pn.state.on_session_destroyed(lambda ctx: dash.stop())
+    except Exception:  # not in a served session (e.g. built in a notebook)
+        pass
     return tmpl
 
 

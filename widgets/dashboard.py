@@ -177,6 +177,7 @@ class Dashboard(pn.viewable.Viewer):
         self._background = None          # 2D function heatmap (figure dict)
         self._figs: dict[str, dict] = {}
         self._sigs: dict[str, tuple] = {}
+        self._tracker = None
         self._snap = None
         self._shown = -1
         self._last_heavy = 0.0
@@ -429,6 +430,7 @@ class Dashboard(pn.viewable.Viewer):
         self._gate = _Gate(paused=paused)
         run.callback = self._gate
         self.run = run
+        self._tracker = None
         self._clear_views()
         self._t_start = time.perf_counter()
         self.first_point_latency = None
@@ -733,17 +735,12 @@ class Dashboard(pn.viewable.Viewer):
             if n == self._shown and not (done and not self._final_done) and self._gate_state_shown():
                 return
             heavy = done or now - self._last_heavy >= HEAVY_EVERY_S
-            snap = V.snapshot_run(run, probe_vars=heavy)
-            if not heavy and self._snap is not None:
-                snap["probes"], snap["grids"] = self._snap["probes"], self._snap["grids"]
+            if self._tracker is None or self._tracker.run is not run:
+                self._tracker = V.RunTracker(run)
+            self._tracker.update(probes=heavy)      # only the new steps are copied
+            snap = self._tracker.snapshot()
             if heavy:
                 self._last_heavy = now
-                if run.problem.kind == "function":
-                    snap["path"] = self._function_path(run)
-                    snap["path_steps"] = np.asarray(run.probe_history("trajectory")["step"]) \
-                        if "trajectory" in run.probe_names else None
-            elif self._snap is not None:
-                snap["path"], snap["path_steps"] = self._snap.get("path"), self._snap.get("path_steps")
             self._render(snap, heavy=heavy)
             if self.first_point_latency is None and n > 0:
                 self.first_point_latency = time.perf_counter() - self._t_start

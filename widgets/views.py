@@ -20,23 +20,89 @@ _TEMPLATE = None
 
 
 def thin(x, y, max_points: int = MAX_POINTS):
-    """Thin a long series for display keeping each bucket's min and max (loss spikes stay visible)."""
+    """Thin a long series for display keeping each bucket's min and max (loss spikes stay visible); O(n) numpy."""
     x, y = np.asarray(x), np.asarray(y, dtype=float)
     n = len(x)
     if n <= max_points:
         return x, y
     buckets = max_points // 2
     edges = np.linspace(0, n, buckets + 1).astype(int)
-    xs, ys = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        seg = y[a:b]
-        if not np.isfinite(seg).any():
-            continue
-        i, j = a + int(np.nanargmin(seg)), a + int(np.nanargmax(seg))
-        for k in sorted({i, j}):
-            xs.append(x[k])
-            ys.append(y[k])
-    return np.asarray(xs), np.asarray(ys)
+    starts = edges[:-1]
+    yf = np.where(np.isfinite(y), y, np.nan)
+    lo_fill = np.where(np.isnan(yf), np.inf, yf)
+    hi_fill = np.where(np.isnan(yf), -np.inf, yf)
+    ymin = np.minimum.reduceat(lo_fill, starts)
+    ymax = np.maximum.reduceat(hi_fill, starts)
+    mid = (starts + edges[1:]) // 2
+    xs = np.stack([x[starts], x[np.minimum(mid, n - 1)]], 1).reshape(-1)
+    ys = np.stack([ymin, ymax], 1).reshape(-1)
+    ys = np.where(np.isfinite(ys), ys, np.nan)
+    return xs, ys
+
+
+class RunTracker:
+    """Copies a live run's history incrementally (only what is new at each call), so a tick costs O(new steps)
+    however long the run is; ``snapshot()`` gives the views' dict."""
+
+    def __init__(self, run, skip_probes=("trajectory",)):
+        self.run = run
+        self.skip = set(skip_probes)
+        self.n = 0
+        self.cols = {"loss": [], "lr": [], "wall_time": []}
+        self.pn: dict[str, int] = {}
+        self.psteps: dict[str, list] = {}
+        self.pvals: dict[str, list] = {}
+        self.path = np.empty((1024, 2))
+        self.path_steps: list[int] = []
+
+    def update(self, probes: bool = True):
+        run = self.run
+        h = run.history(since=self.n)
+        for k in self.cols:
+            self.cols[k].extend(h[k])
+        self.n += len(h["loss"])
+        if not probes:
+            return
+        for name in run.probe_names:
+            k0 = self.pn.get(name, 0)
+            ph = run.probe_history(name, since=k0)
+            steps = ph.pop("step")
+            self.pn[name] = k0 + len(steps)
+            if name == "trajectory" and "trajectory" in self.skip:
+                vals = ph.get("trajectory", [])
+                if vals and np.asarray(vals[0]).size == 2:        # 2D test functions: keep the path
+                    m = len(self.path_steps)
+                    while m + len(vals) > len(self.path):
+                        self.path = np.concatenate([self.path, np.empty_like(self.path)])
+                    self.path[m:m + len(vals)] = np.asarray(vals, dtype=float).reshape(-1, 2)
+                    self.path_steps.extend(steps)
+                continue
+            for k, v in ph.items():
+                self.psteps.setdefault(k, []).extend(steps[:len(v)])
+                self.pvals.setdefault(k, []).extend(v)
+
+    def snapshot(self) -> dict:
+        run = self.run
+        snap = {"label": f"{run.optimizer_name} lr={run.hparams.get('lr', float('nan')):.3g}",
+                "problem": run.problem.name, "optimizer": run.config["optimizer"], "status": run.status,
+                "diverged_at": run.diverged_at, "steps_requested": run.steps, "step": np.arange(self.n),
+                **{k: _floats(v) for k, v in self.cols.items()},
+                "events": [dict(e) for e in list(run.events)], "probes": {}, "grids": {}}
+        for k, v in self.pvals.items():
+            try:
+                snap["probes"][k] = (np.asarray(self.psteps[k], dtype=float), np.asarray(v, dtype=float))
+            except (TypeError, ValueError):
+                continue
+        for slot in run._slots:
+            if hasattr(slot.probe, "batch_sizes"):
+                snap["batch_sizes"] = list(slot.probe.batch_sizes)
+            grid = getattr(slot.probe, "grid", None)
+            if grid is not None:
+                snap["grids"][f"{slot.name}_density"] = np.asarray(grid, dtype=float)
+        if self.path_steps:
+            snap["path"] = self.path[:len(self.path_steps)].copy()
+            snap["path_steps"] = np.asarray(self.path_steps)
+        return snap
 
 
 def plotly_template() -> dict:
