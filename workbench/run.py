@@ -232,11 +232,12 @@ class Run:
             out["step"] = list(range(since, since + len(out["loss"])))
         return out
 
-    def probe_history(self, name: str) -> dict[str, list]:
+    def probe_history(self, name: str, since: int = 0) -> dict[str, list]:
+        """Probe ``name``'s values from its ``since``-th measurement on (a copy, thread-safe)."""
         with self._lock:
             for s in self._slots:
                 if s.name == name:
-                    return {"step": list(s.steps), **{k: list(v) for k, v in s.values.items()}}
+                    return {"step": list(s.steps[since:]), **{k: list(v[since:]) for k, v in s.values.items()}}
         raise ValueError(f"no probe named {name!r}; probes: {[s.name for s in self._slots]}")
 
     @property
