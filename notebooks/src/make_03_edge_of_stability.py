@@ -129,7 +129,8 @@ fig.show()"""),
 
 For heavy-ball momentum β the stability threshold of a quadratic is (2 + 2β)/η, and for Nesterov
 (2 + 2β)/((1 + 2β)η) (Cohen et al. 2021, appendix). The probe takes the rule from the optimizer registry
-(`wb.optimizers.spec(name).threshold`) and evaluates it at the current learning rate."""),
+(`wb.optimizers.spec(name).threshold`) and evaluates it at the current learning rate. (Quick mode is too short
+for the sharpness to climb all the way to the line.)"""),
     ("code", r"""BETA = 0.9
 mom_runs = {}
 for nesterov in (False, True):
@@ -155,7 +156,9 @@ fig.show()"""),
 Adam's update is η P⁻¹ m with the diagonal preconditioner P = (1 − β₁ᵗ)(√v̂ + ε). Cohen et al. (2022) show that
 the relevant curvature is λ_max(P⁻¹H) — measured here as the top eigenvalue of the symmetric P^{-1/2} H P^{-1/2}
 — and that it rises to and hovers at (2 + 2β₁)/((1 − β₁)η) = 38/η for β₁ = 0.9. The raw sharpness λ_max(H)
-follows no such line. (At step 0 Adam has no state yet, so the preconditioned value starts at step `EVERY`.)"""),
+follows no such line. (At step 0 Adam has no state yet, so the preconditioned value starts at step `EVERY`.)
+In quick mode the runs are too short for the preconditioned sharpness to reach the line: run the notebook without
+`WORKBENCH_QUICK` (2000 steps) to see it arrive and hover."""),
     ("code", r"""adam_runs = {}
 for lr in ((2e-3, 4e-3) if QUICK else (1e-3, 2e-3)):
     adam_runs[lr] = wb.train(prob, "adam", lr=lr, steps=STEPS, probes=[Sharpness(every=EVERY)], progress=False)

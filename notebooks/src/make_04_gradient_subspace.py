@@ -104,8 +104,9 @@ fig.update_yaxes(type="log", title_text=f"fraction of ‖g‖² in the top-{C} e
 fig.update_xaxes(title_text="step")
 fig.update_layout(height=400, width=1100)
 fig.show()"""),
-    ("md", r"""With the large step, after a brief transient most of the gradient norm lies in a C-dimensional
-subspace — orders of magnitude above the random baseline k/n — as Gur-Ari et al. report for practical step sizes.
+    ("md", r"""With the large step, after a brief transient a large part of the gradient norm (about half on this small
+network in quick mode, more for larger k — see section 2) lies in a C-dimensional subspace, two orders of
+magnitude above the random baseline k/n, as Gur-Ari et al. report for practical step sizes.
 The mechanism is visible by contrast with the small step: along a direction of curvature λ, gradient descent
 multiplies the gradient component by (1 − ηλ) each step. With η ≪ 2/λ the sharp components decay fastest and the
 gradient is left in flat directions (fraction → 0); with η close to 2/λ they oscillate instead of decaying and
