@@ -278,6 +278,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--quick", action="store_true", help="fewer sweep points")
+    ap.add_argument("--tasks", default="top-1,top-5,slq,trace", help="comma-separated subset of top-1,top-5,slq,trace")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -331,7 +332,10 @@ def main():
             if r is None or r.err <= TARGET:
                 break
 
+    tasks = set(args.tasks.split(","))
     for task, k, ref in (("top-1", 1, ref1), ("top-5", 5, ref5)):
+        if task not in tasks:
+            continue
         sweep(task, "workbench", tols_wb, lambda tol: add(task, "workbench", ref, wb_top(model, x, y, k, tol)))
         sweep(task, "pyhessian", tols_pyh if k == 1 else tols_pyh5,
               lambda tol: add(task, "pyhessian", ref, pyh_top(model, x, y, k, tol, counter,
@@ -341,7 +345,8 @@ def main():
         sweep(task, "hessian-eigenthings", [s for s in steps_he if s >= 2 * k],
               lambda st: add(task, "hessian-eigenthings", ref, he_top(model, x, y, k, st)))
     # the workbench default call (tol=1e-3), for the record
-    attempt(rows, "top-1", "workbench", lambda: add("top-1", "workbench", ref1, wb_top(model, x, y, 1, 1e-3)))
+    if "top-1" in tasks:
+        attempt(rows, "top-1", "workbench", lambda: add("top-1", "workbench", ref1, wb_top(model, x, y, 1, 1e-3)))
 
     def slq_row(lib, fn):
         def go():
@@ -350,10 +355,11 @@ def main():
                        f"top node err {abs(topnode - ref1[0]) / ref1[0]:.1e}")
         attempt(rows, "SLQ 4x50", lib, go)
 
-    slq_row("workbench", lambda: wb_slq(model, x, y))
-    slq_row("pyhessian", lambda: pyh_slq(model, x, y, counter))
-    slq_row("curvlinops", lambda: cl_slq(model, x, y))
-    slq_row("hessian-eigenthings", lambda: he_slq(model, x, y))
+    if "slq" in tasks:
+        slq_row("workbench", lambda: wb_slq(model, x, y))
+        slq_row("pyhessian", lambda: pyh_slq(model, x, y, counter))
+        slq_row("curvlinops", lambda: cl_slq(model, x, y))
+        slq_row("hessian-eigenthings", lambda: he_slq(model, x, y))
 
     def tr_row(lib, fn, setting):
         def go():
@@ -363,10 +369,11 @@ def main():
             return Row("Hutch++ 99", lib, setting, t, n, abs(val - true_tr) / abs(true_tr), note)
         attempt(rows, "Hutch++ 99", lib, go)
 
-    tr_row("workbench", lambda: wb_trace(model, x, y), "hutch++ n=99")
-    tr_row("pyhessian", lambda: pyh_trace(model, x, y, counter), "hutchinson 99 (no hutch++)")
-    tr_row("curvlinops", lambda: cl_trace(model, x, y), "hutchpp_trace 99")
-    tr_row("hessian-eigenthings", lambda: he_trace(model, x, y), "trace hutch++ 99")
+    if "trace" in tasks:
+        tr_row("workbench", lambda: wb_trace(model, x, y), "hutch++ n=99")
+        tr_row("pyhessian", lambda: pyh_trace(model, x, y, counter), "hutchinson 99 (no hutch++)")
+        tr_row("curvlinops", lambda: cl_trace(model, x, y), "hutchpp_trace 99")
+        tr_row("hessian-eigenthings", lambda: he_trace(model, x, y), "trace hutch++ 99")
 
     print("\n## all runs")
     print(f"{'task':<11}{'library':<21}{'setting':<24}{'time s':>9}{'HVPs':>7}{'rel.err':>10}  note")
