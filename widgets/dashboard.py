@@ -52,7 +52,9 @@ PROBES = {
 }
 DEFAULT_PROBES = ("eval",)        # Eval is skipped on 2D test functions (it equals the loss there)
 
-POLL_MS = 200
+POLL_MS = 250
+LIGHT_EVERY_S = 0.5         # the loss view re-renders at most this often (the first point goes out at once):
+                            # the browser's re-render costs as much CPU as training on a small machine (measured)
 HEAVY_EVERY_S = 1.0         # the heavier views re-render at most this often
 PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
 PLANE_MIN_SNAPSHOTS = 8
@@ -181,6 +183,7 @@ class Dashboard(pn.viewable.Viewer):
         self._snap = None
         self._shown = -1
         self._last_heavy = 0.0
+        self._last_light = 0.0
         self._final_done = False
         self._plane_thread = None
         self._plane_result = None
@@ -257,7 +260,7 @@ class Dashboard(pn.viewable.Viewer):
         self.run_button.on_click(lambda e: self.start())
         self.pause_button.on_click(lambda e: self.toggle_pause())
         self.step_button.on_click(lambda e: self.step())
-        self.stop_button.on_click(lambda e: self.stop())
+        self.stop_button.on_click(lambda e: self.stop(wait=0.25))   # the run stops before its next update
         self.reset_button.on_click(lambda e: self.reset())
         self.pin_button.on_click(lambda e: self.pin())
         self.clear_pins_button.on_click(lambda e: self.clear_pins())
@@ -485,8 +488,10 @@ class Dashboard(pn.viewable.Viewer):
             self._gate.release()
         if self.run is not None and not self.run.done:
             self.run.stop()
-            if wait:
+            if wait:                    # a short wait so the final status goes out with this very update
                 self.run.wait(wait)
+                if self.run.done:
+                    self._tick()
             self._ensure_polling()
 
     def reset(self):
@@ -734,6 +739,10 @@ class Dashboard(pn.viewable.Viewer):
             n = len(run._hist["loss"])
             if n == self._shown and not (done and not self._final_done) and self._gate_state_shown():
                 return
+            if not done and self._shown > 0 and now - self._last_light < LIGHT_EVERY_S \
+                    and self._gate_state_shown():
+                return
+            self._last_light = now
             heavy = done or now - self._last_heavy >= HEAVY_EVERY_S
             if self._tracker is None or self._tracker.run is not run:
                 self._tracker = V.RunTracker(run)

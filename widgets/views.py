@@ -105,8 +105,12 @@ class RunTracker:
         return snap
 
 
+_AXIS = {"gridcolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "linecolor": "#444", "automargin": True}
+
+
 def plotly_template() -> dict:
-    """The plotly_white template as plain JSON (read-only; shared by every session)."""
+    """The plotly_white template as plain JSON (for exports; live figures use the few style keys in _layout,
+    since the full template is ~7 kB of JSON re-serialized on every redraw)."""
     global _TEMPLATE
     if _TEMPLATE is None:
         import plotly.io as pio
@@ -177,9 +181,10 @@ def snapshot_record(ds, label: str | None = None) -> dict:
 
 # -- figure helpers ----------------------------------------------------------------------------------------
 def _layout(title, ytitle, log=False, xtitle="step"):
-    return {"template": plotly_template(), "margin": {"l": 55, "r": 10, "t": 32, "b": 40},
-            "title": {"text": title, "font": {"size": 14}}, "xaxis": {"title": {"text": xtitle}},
-            "yaxis": {"title": {"text": ytitle}, "type": "log" if log else "linear"},
+    return {"paper_bgcolor": "white", "plot_bgcolor": "white", "margin": {"l": 55, "r": 10, "t": 32, "b": 40},
+            "colorway": ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692"],
+            "title": {"text": title, "font": {"size": 14}}, "xaxis": {"title": {"text": xtitle}, **_AXIS},
+            "yaxis": {"title": {"text": ytitle}, "type": "log" if log else "linear", **_AXIS},
             "legend": {"orientation": "h", "y": -0.22}, "uirevision": "keep", "shapes": [], "annotations": []}
 
 
@@ -425,7 +430,7 @@ def function_background(problem, n: int = 100) -> dict:
     zlog = np.log10(Z - Z.min() + 1e-3)
     # a heatmap, not a contour trace: plotly.js re-traces contour lines on every live redraw; a heatmap is an image
     data = [{"type": "heatmap", "x": xs, "y": ys, "z": zlog, "colorscale": "Viridis",
-             "zsmooth": "best", "colorbar": {"title": {"text": "log10(f − min)"}}, "name": "f", "hoverinfo": "skip"}]
+             "zsmooth": "fast", "colorbar": {"title": {"text": "log10(f − min)"}}, "name": "f", "hoverinfo": "skip"}]
     if problem.minima:
         mx, my = zip(*problem.minima)
         data.append({"type": "scatter", "x": list(mx), "y": list(my), "mode": "markers", "name": "minima",
