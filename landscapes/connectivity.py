@@ -250,7 +250,7 @@ def bezier(model_a: nn.Module, model_b, loss, data, steps: int = 500, *, optimiz
                 if bar is not None:
                     bar.update(1)
                     if i % 20 == 0:
-                        bar.set_postfix(loss=f"{float(val):.4g}")
+                        bar.set_postfix(loss=f"{losses[i]:.4g}")
     finally:
         if bar is not None:
             bar.close()
