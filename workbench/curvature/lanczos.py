@@ -149,18 +149,19 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     n_mv += Q.shape[1]
     # preallocated basis and image buffers (no per-step concatenation)
     cap = max_basis + 1
-    Qb = torch.empty(n, cap, device=dev, dtype=dt)
-    Wb = torch.empty(n, cap, device=dev, dtype=dt)
+    # stored one vector per row (contiguous), used through transposed (n, m) views
+    Qb = torch.empty(cap, n, device=dev, dtype=dt)
+    Wb = torch.empty(cap, n, device=dev, dtype=dt)
     m = Q.shape[1]
-    Qb[:, :m], Wb[:, :m] = Q, W0
+    Qb[:m], Wb[:m] = Q.T, W0.T
     del Q, W0
-    T = (Qb[:, :m].T @ Wb[:, :m]).double().cpu()
+    T = (Qb[:m] @ Wb[:m].T).double().cpu()
     T = 0.5 * (T + T.T)
     gen_restart = torch.Generator(device=dev).manual_seed(int(seed) + 7)
     n_restarts = 0
     history = []
     while True:
-        Q, W = Qb[:, :m], Wb[:, :m]
+        Q, W = Qb[:m].T, Wb[:m].T
         theta, S = torch.linalg.eigh(T)
         order = _order(theta, which)
         theta, S = theta[order], S[:, order]
@@ -195,11 +196,11 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
             keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
             Sk = S[:, :keep].to(device=dev, dtype=dt)
             Qn, Wn = Q @ Sk, W @ Sk
-            Qb[:, :keep], Wb[:, :keep] = Qn, Wn
+            Qb[:keep], Wb[:keep] = Qn.T, Wn.T
             del Qn, Wn
             T = torch.diag(theta[:keep])
             m = keep
-            Q, W = Qb[:, :m], Wb[:, :m]
+            Q, W = Qb[:m].T, Wb[:m].T
             R = W[:, :kk] - Q[:, :kk] * theta[:kk].to(device=dev, dtype=dt)   # residuals of the kept pairs
             n_restarts += 1
         # expand by the residual of the least converged wanted pair
@@ -216,7 +217,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         w = op.matvec(q[:, 0]).reshape(n, 1)
         n_mv += 1
         h = torch.cat([(Q.T @ w).double().cpu().flatten(), (q.T @ w).double().cpu().flatten()])
-        Qb[:, m:m + 1], Wb[:, m:m + 1] = q, w
+        Qb[m], Wb[m] = q[:, 0], w[:, 0]
         Tn = torch.zeros(m + 1, m + 1, dtype=torch.float64)
         Tn[:m, :m] = T
         Tn[m, :] = h
