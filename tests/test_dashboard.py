@@ -221,7 +221,7 @@ def test_sharpness_view_shows_the_2_over_lr_line(dash):
     np.testing.assert_allclose(thr["y"], 2 / 0.05)
     lam = trace(fig, "sharpness λ_max(H)")
     np.testing.assert_allclose(np.asarray(lam["y"], float), run.record.sharpness.values, rtol=1e-9)
-    assert dash.panes["accuracy"].visible and dash.panes["norms"].visible     # Eval and Norms by default
+    assert dash.panes["accuracy"].visible and not dash.panes["norms"].visible   # Eval on by default, Norms off
     assert "test accuracy" in [t["name"] for t in dash.panes["accuracy"].object["data"]]
 
 
