@@ -310,6 +310,23 @@ def test_export_load_round_trip(dash, tmp_path):
     assert dash.pins[-1]["label"].endswith("(my_run-1)")
 
 
+@pytest.mark.slow
+def test_png_export_with_kaleido(dash, tmp_path):
+    pytest.importorskip("kaleido")
+    setv(dash.run_form, "steps", "20")
+    dash.start()
+    drive(dash)
+    nc, _ = dash.export("pngs", png=True)
+    dash.png_thread.join(300)
+    drive(dash, until=lambda: dash._idle(), after_done=True)
+    dash.tick()
+    assert not dash.file_error.visible, dash.file_error.object
+    for view in dash.figures():
+        png = nc.parent / f"pngs_{view}.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "PNG written" in dash.file_status.object
+
+
 @pytest.mark.parametrize("bad", ["../evil", "../../etc/passwd", "/etc/passwd", "a/b", ".hidden", "..", " ",
                                  "x" * 200, "a\\b", "name with space", "%2e%2e"])
 def test_path_traversal_rejected(dash, tmp_path, bad):

@@ -85,6 +85,11 @@ def make_probe(name: str, opts: dict, prob):
     raise ValueError(f"unknown probe {name!r}; choose from {sorted(PROBES)}")
 
 
+def _has_kaleido() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("kaleido") is not None
+
+
 def _last(y):
     if y is None or not len(y):
         return None
@@ -190,6 +195,8 @@ class Dashboard(pn.viewable.Viewer):
         self._plane_t = 0.0
         self._plane_n = 0
         self._race_results: list[dict] = []
+        self._file_msgs: list[tuple] = []
+        self.png_thread = None
         self._race_thread = None
         self._t_start = time.perf_counter()
 
@@ -227,6 +234,8 @@ class Dashboard(pn.viewable.Viewer):
         self.export_name = pn.widgets.TextInput(name="file name (in the results folder)", placeholder="auto",
                                                 css_classes=["wb-export-name"])
         self.export_button = pn.widgets.Button(label="Export .nc + .html", css_classes=["wb-export"])
+        self.export_png = pn.widgets.Checkbox(label="also PNG (kaleido; slow, in the background)",
+                                              css_classes=["wb-export-png"], disabled=not _has_kaleido())
         self.load_select = pn.widgets.Select(name="saved records", options=list_records(self.results_dir),
                                              css_classes=["wb-load-select"])
         self.load_button = pn.widgets.Button(label="Load", css_classes=["wb-load"], width=70)
@@ -264,7 +273,7 @@ class Dashboard(pn.viewable.Viewer):
         self.reset_button.on_click(lambda e: self.reset())
         self.pin_button.on_click(lambda e: self.pin())
         self.clear_pins_button.on_click(lambda e: self.clear_pins())
-        self.export_button.on_click(lambda e: self.export(self.export_name.value))
+        self.export_button.on_click(lambda e: self.export(self.export_name.value, png=self.export_png.value))
         self.load_button.on_click(lambda e: self.load(self.load_select.value))
         self.refresh_button.on_click(lambda e: self._refresh_files())
         self._build_problem_form()
@@ -283,7 +292,7 @@ class Dashboard(pn.viewable.Viewer):
             pn.Row(self.stop_button, self.reset_button, margin=0),
             self.error,
             "### Compare", pn.Row(self.pin_button, self.clear_pins_button, margin=0), self.pins_text,
-            "### Files", self.export_name, self.export_button,
+            "### Files", self.export_name, self.export_button, self.export_png,
             pn.Row(self.load_select, pn.Column(pn.Spacer(height=18), pn.Row(self.load_button, self.refresh_button,
                                                                             margin=0), margin=0), margin=0),
             self.file_status, self.file_error, width=310, css_classes=["wb-controls"])
@@ -629,8 +638,10 @@ class Dashboard(pn.viewable.Viewer):
             return self.run.record
         return self.loaded
 
-    def export(self, name: str | None = None):
-        """Save the current record as ``<results>/<name>.nc`` and its figures as ``<name>.html``.
+    def export(self, name: str | None = None, png: bool = False):
+        """Save the current record as ``<results>/<name>.nc`` and its figures as ``<name>.html``; with
+        ``png=True`` (needs kaleido) also ``<name>_<view>.png`` for every shown view, written in a background
+        thread (``self.png_thread``; the file status says when they are done).
 
         Returns the two paths, or None with the error shown beside the file-name field (bad name, path
         traversal, nothing to export)."""
@@ -656,7 +667,31 @@ class Dashboard(pn.viewable.Viewer):
             return None
         self.file_status.object = f"Saved `{nc.name}` and `{html.name}` in the results folder."
         self._refresh_files()
+        if png:
+            self._export_png(nc.stem, figs)
         return nc, html
+
+    def _export_png(self, stem, figs):
+        if not _has_kaleido():
+            self._file_error("PNG export needs the kaleido package (pip install kaleido) and Chrome/Chromium.")
+            return None
+        paths = {view: safe_path(self.results_dir, f"{stem}_{view}", ".png") for view in figs}
+
+        def work():
+            import plotly.io as pio
+            done = []
+            try:
+                for view, fig in figs.items():
+                    pio.write_image(fig, paths[view], width=900, height=450, validate=False)
+                    done.append(paths[view].name)
+                self._file_msgs.append(("ok", f"PNG written: {', '.join(done)}"))
+            except Exception as exc:  # kaleido/Chromium failures are reported, never raised into the server
+                self._file_msgs.append(("error", f"PNG export failed: {type(exc).__name__}: {exc}"))
+
+        self.png_thread = threading.Thread(target=work, name="workbench-png", daemon=True)
+        self.png_thread.start()
+        self._ensure_polling()
+        return self.png_thread
 
     def load(self, name: str | None):
         """View a saved record (``<results>/<name>.nc``) again; it can be pinned like a run."""
@@ -729,6 +764,7 @@ class Dashboard(pn.viewable.Viewer):
         try:
             self._collect_race()
             self._collect_plane()
+            self._collect_files()
             run = self.run
             if run is None:
                 if self._idle() and self._cb is not None and self._cb.running:
@@ -778,7 +814,9 @@ class Dashboard(pn.viewable.Viewer):
         run_idle = self.run is None or (self.run.done and self._final_done)
         race_idle = self._race_thread is None or not self._race_thread.is_alive()
         plane_idle = self._plane_thread is None or not self._plane_thread.is_alive()
-        return run_idle and race_idle and plane_idle and not self._race_results and self._plane_result is None
+        png_idle = self.png_thread is None or not self.png_thread.is_alive()
+        return run_idle and race_idle and plane_idle and png_idle and not self._race_results \
+            and self._plane_result is None and not self._file_msgs
 
     def _status_text(self, run, snap):
         n = len(snap["step"])
@@ -874,6 +912,14 @@ class Dashboard(pn.viewable.Viewer):
         self._sigs.pop("path", None)
         self.path_pane.object = res
         self.path_pane.visible = True
+
+    def _collect_files(self):
+        while self._file_msgs:
+            kind, msg = self._file_msgs.pop(0)
+            if kind == "ok":
+                self.file_status.object = msg
+            else:
+                self._file_error(msg)
 
     def _collect_race(self):
         while self._race_results:
