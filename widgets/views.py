@@ -283,8 +283,15 @@ def sharpness_figure(snap, pins=()):
         data.append(_line(p[0], p[1], "sharpness λ_max(H)", color="#1f77b4", mode="lines+markers"))
         thr = _probe(snap, "sharpness_threshold")
         if thr is not None and np.isfinite(thr[1]).any():
-            name = "2/lr" if snap.get("optimizer") in ("gd", "sgd", "ngd") and not snap.get("momentum") else \
-                "stability threshold"
+            name = "stability threshold"
+            lr = np.asarray(snap.get("lr", []), dtype=float)
+            idx = thr[0].astype(int)
+            ok = idx < len(lr)
+            if ok.any():
+                prod = thr[1][ok] * lr[idx[ok]]
+                prod = prod[np.isfinite(prod)]
+                if prod.size and np.allclose(prod, 2.0, rtol=1e-6):
+                    name = "2/lr"          # plain GD/SGD; momentum and Adam thresholds keep the general name
             data.append(_line(thr[0], thr[1], name, color="#d62728", dash="dash"))
         pre = _probe(snap, "sharpness_preconditioned")
         if pre is not None and np.isfinite(pre[1]).any():
