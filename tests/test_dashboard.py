@@ -289,10 +289,12 @@ def test_presets_fill_valid_controls(dash, name):
 def test_export_load_round_trip(dash, tmp_path):
     dash.optimizer_select.value = "sgd"
     setv(dash.hparam_form, "lr", "0.0001")
-    setv(dash.run_form, "steps", "40")
+    setv(dash.run_form, "steps", "1000000")           # long enough that the swap lands before the end
     run = dash.start()
     drive(dash, until=lambda: len(run._hist["loss"]) > 10)
     dash.optimizer_select.value = "adam"
+    drive(dash, until=lambda: run.events and len(run._hist["loss"]) > run.events[0]["step"] + 2)
+    dash.stop()
     drive(dash)
     nc, html = dash.export("my_run-1")
     assert nc == (tmp_path / "results" / "my_run-1.nc").resolve() and nc.is_file() and html.is_file()

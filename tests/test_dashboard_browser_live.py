@@ -148,7 +148,7 @@ def test_sharpness_view_and_threshold_line(browser, server):
     set_text(page, ".wb-param-n_train", "200")
     pick_optimizer(page, "gd", "0.1")
     set_text(page, ".wb-param-lr", "0.05")
-    set_text(page, ".wb-param-steps", "200")
+    set_text(page, ".wb-param-steps", "1000000")      # still running when Stop is clicked below
     open_probes(page)
     page.locator(".wb-probe-sharpness input").check()
     set_text(page, ".wb-sharpness-param-every", "5")
@@ -159,7 +159,7 @@ def test_sharpness_view_and_threshold_line(browser, server):
     thr = js_plot(page, ".wb-sharpness-plot", "el.data.filter(t => t.name === '2/lr')[0].y")
     assert thr and all(abs(v - 40.0) < 1e-9 for v in thr)
     page.locator(".wb-stop button").click()
-    wait_until(lambda: "running" not in text_of(page, ".wb-status"), timeout=T, what="stop")
+    wait_until(lambda: "stopped" in text_of(page, ".wb-status"), timeout=T, what="stop")
     page.close()
 
 
