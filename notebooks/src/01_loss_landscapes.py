@@ -4,19 +4,10 @@ The notebook is written without outputs; ``--execute`` runs it in quick mode (WO
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from _nbgen import Cells, main, notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent
-OUT = HERE.parent / "01_loss_landscapes.ipynb"
-
-cells = []
-md = lambda s: cells.append(new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(new_code_cell(s.strip()))  # noqa: E731
+cells = Cells()
+md, code = cells.md, cells.code
 
 md(r"""
 # 01 · Loss landscapes: 1D and 2D slices, filter normalization, optimizer paths on a PCA plane
@@ -233,27 +224,6 @@ md(r"""
   loop and warns with the reason; `attrs["method"]` always says which was used.
 """)
 
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                       "language": "python"},
-                                         "language_info": {"name": "python"}})
-
-
-def main(argv):
-    nbformat.write(nb, OUT)
-    print("wrote", OUT)
-    if "--execute" in argv:
-        from nbclient import NotebookClient
-        os.environ["WORKBENCH_QUICK"] = "1"
-        run = nbformat.read(OUT, as_version=4)
-        NotebookClient(run, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(OUT.parent)}}).execute()
-        for cell in run.cells:
-            if cell.cell_type == "code":
-                for o in cell.get("outputs", []):
-                    if o.get("output_type") == "stream":
-                        print(o.get("text", ""), end="")
-        print("executed OK (outputs not saved)")
-
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(notebook(cells), "01_loss_landscapes.ipynb")

@@ -4,19 +4,10 @@ The notebook is written without outputs; ``--execute`` runs it in quick mode (WO
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from _nbgen import Cells, main, notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent
-OUT = HERE.parent / "05_optimizer_trajectories.ipynb"
-
-cells = []
-md = lambda s: cells.append(new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(new_code_cell(s.strip()))  # noqa: E731
+cells = Cells()
+md, code = cells.md, cells.code
 
 md(r"""
 # 05 · Optimizer trajectories: a race on 2-D test functions, Lion's box, SAM at a saddle, and digits
@@ -298,21 +289,6 @@ and runs AdamW (`adamw_lr`) on the biases. To change an optimizer in the middle 
 the optimizer state was kept, carried (e.g. Adam ↔ AdamW) or reset.
 """)
 
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                         "language": "python"},
-                                         "language_info": {"name": "python"}})
 
 if __name__ == "__main__":
-    nbformat.write(nb, OUT)
-    print("wrote", OUT)
-    if "--execute" in sys.argv:
-        from nbclient import NotebookClient
-        os.environ["WORKBENCH_QUICK"] = "1"
-        executed = nbformat.read(OUT, as_version=4)
-        NotebookClient(executed, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(OUT.parent)}}).execute()
-        for cell in executed.cells:
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "stream":
-                    print(out["text"], end="")
-        print("executed OK (quick mode); the committed notebook has no outputs")
+    main(notebook(cells), "05_optimizer_trajectories.ipynb")

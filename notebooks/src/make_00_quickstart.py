@@ -5,14 +5,7 @@
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parents[1] / "00_quickstart.ipynb"
+from _nbgen import main, notebook
 
 CELLS = [
     ("md", r"""# Quickstart: a run, its record, a plot, the dashboard
@@ -88,21 +81,5 @@ dash"""),
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
 if __name__ == "__main__":
-    nb = build()
-    nbformat.write(nb, OUT)
-    if "--execute" in sys.argv:
-        from nbclient import NotebookClient
-        os.environ["WORKBENCH_QUICK"] = "1"
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(OUT.parent)}}).execute()
-        print("executed OK")
-    print("wrote", OUT)
+    main(notebook(CELLS), "00_quickstart.ipynb")

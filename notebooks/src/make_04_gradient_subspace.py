@@ -5,15 +5,7 @@
 """
 from __future__ import annotations
 
-import os
-import sys
-import time
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parents[1] / "04_gradient_subspace.ipynb"
+from _nbgen import main, notebook
 
 CELLS = [
     ("md", r"""# Gradient descent happens in a tiny subspace
@@ -174,31 +166,5 @@ print(f"probe time {float(rec.subspace_seconds.sum()):.1f} s of {float(rec.wall_
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def main():
-    nb = build()
-    nbformat.write(nb, OUT)
-    print(f"wrote {OUT}")
-    if "--execute" in sys.argv:
-        from nbclient import NotebookClient
-
-        os.environ.setdefault("WORKBENCH_QUICK", "1")
-        t0 = time.perf_counter()
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(OUT.parent)}}).execute()
-        print(f"executed in {time.perf_counter() - t0:.1f} s (WORKBENCH_QUICK={os.environ['WORKBENCH_QUICK']})")
-        for cell in nb.cells:
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "stream":
-                    print(out["text"], end="")
-
-
 if __name__ == "__main__":
-    main()
+    main(notebook(CELLS), "04_gradient_subspace.ipynb")
