@@ -10,6 +10,7 @@ from workbench._validate import check_bool, check_choice
 
 from .directions import Directions, _as_list, _trajectory
 from .surface import lookup
+from .trajectory import _label
 
 __all__ = ["plot"]
 
@@ -43,7 +44,7 @@ def _trajectories(da: xr.DataArray, trajectory, directions, center, labels):
             X = _trajectory(item)[0]
             if X.shape[1] != 2:
                 raise ValueError("trajectory of a 2D function problem must have 2 coordinates per snapshot")
-            out.append((label or _name(item, i), X[:, 0], X[:, 1]))
+            out.append((label or _label(item, i), X[:, 0], X[:, 1]))
             continue
         dirs, c = directions, center
         if dirs is None:
@@ -58,17 +59,9 @@ def _trajectories(da: xr.DataArray, trajectory, directions, center, labels):
                 raise ValueError("center is needed with directions that have no center of their own")
         from .trajectory import project
         proj = project(item, dirs, center=c)
-        out.append((label or proj.attrs.get("label", _name(item, i)), proj.values[:, 0], proj.values[:, 1]))
+        out.append((label or proj.attrs.get("label", _label(item, i)), proj.values[:, 0], proj.values[:, 1]))
     return out
 
-
-def _name(item, i):
-    if isinstance(item, xr.Dataset):
-        opt = item.attrs.get("optimizer")
-        return str(opt) if opt else f"run {i}"
-    if hasattr(item, "record"):
-        return _name(item.record, i)
-    return f"trajectory {i}"
 
 
 def _zvals(z, log):

@@ -3,28 +3,9 @@ import time
 
 import pytest
 
-from browser import AppServer, choose, launch, plot_points, require_browser, set_text, text_of, wait_until
+from browser import choose, plot_points, set_text, text_of, wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_browser()
-    srv = AppServer(tmp_path_factory.mktemp("app"))
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # `server`, `browser`: tests/conftest.py
 
 
 def open_page(browser, server):

@@ -7,30 +7,12 @@ import time
 
 import pytest
 
-from browser import AppServer, choose, launch, plot_points, require_browser, set_text, text_of, wait_until
+from browser import choose, plot_points, set_text, text_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 T = 60  # generous waits: the machine is shared and loaded
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_browser()
-    srv = AppServer(tmp_path_factory.mktemp("app_live"))
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 def open_page(browser, server, context=None):

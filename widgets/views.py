@@ -259,6 +259,17 @@ def loss_figure(snap=None, pins=()):
     return {"data": data, "layout": event_marks(snap, layout)}
 
 
+def _pin_lines(pins, key, fallback=None, prefix=""):
+    """Dashed lines for the pinned runs' probe ``key`` (or ``fallback`` where a pin lacks it), one colour a pin."""
+    out = []
+    for i, pin in enumerate(pins):
+        p = _probe(pin, key) or (_probe(pin, fallback) if fallback else None)
+        if p is not None:
+            out.append(_line(p[0], p[1], f"📌 {prefix}{pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)],
+                             dash="dash"))
+    return out
+
+
 def accuracy_figure(snap, pins=()):
     data = []
     for key, name, color in (("train_accuracy", "train accuracy", "#ff7f0e"),
@@ -266,10 +277,7 @@ def accuracy_figure(snap, pins=()):
         p = _probe(snap, key)
         if p is not None:
             data.append(_line(p[0], p[1], name, color=color, mode="lines+markers"))
-    for i, pin in enumerate(pins):
-        p = _probe(pin, "test_accuracy") or _probe(pin, "train_accuracy")
-        if p is not None:
-            data.append(_line(p[0], p[1], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)], dash="dash"))
+    data += _pin_lines(pins, "test_accuracy", "train_accuracy")
     if not data:
         return None
     layout = _layout("accuracy (Eval probe)", "accuracy")
@@ -305,10 +313,7 @@ def sharpness_figure(snap, pins=()):
         for j in range(bm[1].shape[1]):
             label = f"batch {sizes[j]}" if j < len(sizes) else f"#{j}"
             data.append(_line(bm[0], bm[1][:, j], f"mini-batch λ_max, {label}", dash="dot", width=1))
-    for i, pin in enumerate(pins):
-        pp = _probe(pin, "sharpness")
-        if pp is not None:
-            data.append(_line(pp[0], pp[1], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)], dash="dash"))
+    data += _pin_lines(pins, "sharpness")
     if not data:
         return None
     layout = _layout("sharpness vs stability threshold", "eigenvalue")
@@ -364,10 +369,7 @@ def subspace_figure(snap, pins=()):
         p = _probe(snap, key)
         if p is not None and np.isfinite(p[1]).any():
             data.append(_line(p[0], p[1], name, color=color, dash=dash, mode="lines+markers"))
-    for i, pin in enumerate(pins):
-        pp = _probe(pin, "subspace_fraction")
-        if pp is not None:
-            data.append(_line(pp[0], pp[1], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)], dash="dash"))
+    data += _pin_lines(pins, "subspace_fraction")
     if not data:
         return None
     layout = _layout("gradient in the top-k Hessian subspace", "fraction")
@@ -382,11 +384,7 @@ def norms_figure(snap, pins=()):
         p = _probe(snap, key)
         if p is not None and np.isfinite(p[1]).any():
             data.append(_line(p[0], p[1], name, color=color))
-    for i, pin in enumerate(pins):
-        pp = _probe(pin, "update_norm")
-        if pp is not None:
-            data.append(_line(pp[0], pp[1], f"📌 ‖Δθ‖ {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)],
-                              dash="dash"))
+    data += _pin_lines(pins, "update_norm", prefix="‖Δθ‖ ")
     if not data:
         return None
     layout = _layout("weight and update norms", "norm", log=_positive(*[d["y"] for d in data]))

@@ -109,16 +109,23 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
-    import workbench as wb
-
-    path = Path(args.config)
+def _read_config(name: str) -> dict | int:
+    """The TOML config at ``name``, or the exit code of the one-line error printed for a missing/invalid file."""
+    path = Path(name)
     if not path.is_file():
         return _fail(f"config file {str(path)!r} does not exist")
     try:
-        cfg = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         return _fail(f"{path}: not valid TOML ({exc})")
+
+
+def _cmd_run(args) -> int:
+    import workbench as wb
+
+    cfg = _read_config(args.config)
+    if isinstance(cfg, int):
+        return cfg
     out = args.output or (cfg.get("output") if isinstance(cfg.get("output"), str) else None)
     if not out:
         return _fail("no output file: pass -o OUT.nc (or output = \"...\" in the config)")
@@ -138,13 +145,9 @@ def _cmd_run(args) -> int:
 def _cmd_sweep(args) -> int:
     import workbench as wb
 
-    path = Path(args.config)
-    if not path.is_file():
-        return _fail(f"config file {str(path)!r} does not exist")
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        return _fail(f"{path}: not valid TOML ({exc})")
+    cfg = _read_config(args.config)
+    if isinstance(cfg, int):
+        return cfg
     try:
         unknown = set(cfg) - {"problem", "train", "probes", "sweep", "output"}
         if unknown:

@@ -17,18 +17,9 @@ import torch
 
 from ..params import Param
 from .builtin import heavy_ball_threshold
-from .registry import OptimizerSpec, lr_param, make as _make, register
+from .registry import OptimizerSpec, call_closure as _call_closure, lr_param, make as _make, register
 
 __all__ = ["SAM", "ZerothOrderSGD", "DoG", "NormalizedGD", "GradientNoise", "zo_gradient_estimate", "zo_direction"]
-
-
-def _call_closure(closure: Callable, **kw):
-    try:
-        return closure(**kw)
-    except TypeError as exc:
-        if "unexpected keyword" not in str(exc):
-            raise
-        return closure()
 
 
 def _params(opt):

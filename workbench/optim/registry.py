@@ -133,3 +133,14 @@ def carry_state(old_opt: torch.optim.Optimizer, new_opt: torch.optim.Optimizer) 
             new_opt.state[p] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
             n += 1
     return n
+
+
+def call_closure(closure: Callable, **kw):
+    """Call a run-loop closure with keyword options (``backward=False``, ``create_graph=True``, ...); a plain user
+    closure that takes no keywords is called bare."""
+    try:
+        return closure(**kw)
+    except TypeError as exc:
+        if "unexpected keyword" not in str(exc):
+            raise
+        return closure()

@@ -61,7 +61,7 @@ import torch
 
 from ..params import Param
 from .builtin import B1, B2, EPS, _state_step, adam_preconditioner, adam_threshold, heavy_ball_threshold
-from .registry import OptimizerSpec, lr_param, make as _make, register
+from .registry import OptimizerSpec, call_closure as _call_closure, lr_param, make as _make, register
 
 __all__ = ["LIB_VERSION", "SophiaH", "AdaHessian", "library_names"]
 
@@ -176,16 +176,6 @@ def _sophia_preconditioner(opt):
 
 
 # -- closure-driven Hessian refresh -----------------------------------------------------------------------------
-def _call_closure(closure, **kw):
-    """Call a run-loop closure with keyword options; plain user closures (no keywords) are called bare."""
-    try:
-        return closure(**kw)
-    except TypeError as exc:
-        if "unexpected keyword" not in str(exc):
-            raise
-        return closure()
-
-
 class _HessianRefresh:
     """Mixin for Sophia-H and AdaHessian: on Hessian-refresh steps ``step(closure)`` recomputes the gradient with
     ``create_graph=True`` (the Hutchinson estimate differentiates it again); other steps reuse ``p.grad``."""
