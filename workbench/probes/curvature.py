@@ -218,7 +218,7 @@ def _top_eigs(op, k, tol, max_iter, v0, seed=0, criterion="residual"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # non-convergence is recorded in <name>_converged instead of spamming
         res = _curv().eigs(op, k=k, which="LA", tol=tol, max_iter=max_iter, v0=v0, seed=seed,
-                           criterion=criterion)
+                           criterion=criterion, guard=0)      # the probes choose their own guard pairs
     return res
 
 
