@@ -56,7 +56,12 @@ class EigResult:
 
 
 def orthonormalize(V: torch.Tensor, Q: torch.Tensor | None = None, drop_tol: float | None = None) -> torch.Tensor:
-    """Orthonormal columns spanning ``V`` projected off ``Q`` (CGS2); columns that vanish are dropped."""
+    """Orthonormal columns spanning ``V`` projected off ``Q``; columns that vanish are dropped.
+
+    Classical Gram-Schmidt with the DGKS criterion (Daniel, Gragg, Kaufman & Stewart 1976): a second pass only when
+    the first removed more than ``1 - 1/sqrt(2)`` of the norm. Lanczos expansion vectors (Ritz residuals, already
+    orthogonal to the basis up to rounding) then cost one pass over the basis instead of two; each pass reads the
+    whole basis, which dominates the cost of a step at 10^5+ parameters."""
     eps = torch.finfo(V.dtype).eps
     drop_tol = drop_tol if drop_tol is not None else 1e3 * eps
     out = []
@@ -67,15 +72,26 @@ def orthonormalize(V: torch.Tensor, Q: torch.Tensor | None = None, drop_tol: flo
         if n0 == 0.0:
             continue
         basis = [x for x in ([Q] if Q is not None and Q.shape[1] else []) + ([torch.stack(out, 1)] if out else [])]
+        before = n0
         for _ in range(2):
             for B in basis:
                 v = v - B @ (B.T @ v)
-        nv = float(v.norm())
+            nv = float(v.norm())
+            if nv > 0.7071 * before:
+                break
+            before = nv
         if nv > drop_tol * n0:
             out.append(v / nv)
     if not out:
         return V.new_zeros((V.shape[0], 0))
     return torch.stack(out, 1)
+
+
+def _combine(rows: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """``rows.T @ S`` as an ``(n, k)`` view, for a basis stored one vector per row (``rows``: ``(m, n)``). Written as
+    ``(S.T @ rows).T`` because BLAS is slow on a long transposed left operand: 27 ms against 5 ms for
+    (199k x 60) @ (60 x 6) on one CPU thread (MKL, measured), which made up most of a top-5 iteration."""
+    return (S.T.contiguous() @ rows).T
 
 
 def _order(theta: torch.Tensor, which: str) -> torch.Tensor:
@@ -183,8 +199,8 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         theta, S = theta[order], S[:, order]
         kk = min(k, m)
         Sw = S[:, :kk].to(device=dev, dtype=dt)
-        Y = Q @ Sw
-        R = W @ Sw - Y * theta[:kk].to(device=dev, dtype=dt)
+        Y = _combine(Qb[:m], Sw)
+        R = _combine(Wb[:m], Sw) - Y * theta[:kk].to(device=dev, dtype=dt)
         res = R.norm(dim=0).double().cpu()
         if m > 1:
             diff = (theta[:kk, None] - theta[None, :]).abs()
@@ -211,7 +227,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         if m >= max_basis:
             keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
             Sk = S[:, :keep].to(device=dev, dtype=dt)
-            Qn, Wn = Q @ Sk, W @ Sk
+            Qn, Wn = _combine(Qb[:m], Sk), _combine(Wb[:m], Sk)
             Qb[:keep], Wb[:keep] = Qn.T, Wn.T
             del Qn, Wn
             T = torch.diag(theta[:keep])
@@ -242,7 +258,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         m += 1
     kr = min(kk, k_out)
     vals = theta[:kr].to(dev, dt)
-    Y = Q @ S[:, :kr].to(device=dev, dtype=dt)
+    Y = _combine(Qb[:m], S[:, :kr].to(device=dev, dtype=dt)).contiguous()
     n_ok = int(ok[:kr].sum())
     result = EigResult(values=vals, vectors=Y, residuals=res[:kr].to(dev, dt), errors=err[:kr].to(dev, dt),
                        converged=bool(done), n_matvec=n_mv, which=which, tol=tol, n_restarts=n_restarts,
