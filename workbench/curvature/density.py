@@ -54,7 +54,7 @@ def slq(op, probes: int = 4, steps: int = 50, seed: int = 0) -> SLQResult:
     n_mv = 0
     for j in range(steps):
         Qs[:, j] = q
-        w = op.matmat(q.T.contiguous()).T                           # (probes, n)
+        w = op.matmat(q.T).T                                        # (probes, n); columns of q.T are rows of q
         n_mv += probes
         a = (w * q).sum(1)
         alpha[:, j] = a.double().cpu()

@@ -75,7 +75,7 @@ class LinearOperator:
         if self._matmat is not None:
             out = self._matmat(V)
         else:
-            out = torch.stack([self._matvec(V[:, j]).reshape(self.size) for j in range(k)], dim=1)
+            out = torch.stack([self._matvec(V[:, j]).reshape(self.size) for j in range(k)]).T   # (n, k) view
         self.n_matvec += k
         return out
 
@@ -286,7 +286,9 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
             k = V.shape[1]
             if s.device.type == "cpu":
                 # on CPU a loop of cached backward passes beats the vmapped backward (measured, 784-200-200-10)
-                return torch.stack([matvec(V[:, j]) for j in range(k)], 1)
+                # products stored as rows, returned as an (n, k) view: no strided writes, and a caller holding
+                # its vectors as rows (V = Rows.T, as SLQ does) gets contiguous columns in and rows out
+                return torch.stack([matvec(V[:, j]) for j in range(k)]).T
             Vs = s.split(V.T.contiguous(), batched=True)
             out = None
             for i, w in enumerate(s.weights):
