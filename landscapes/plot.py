@@ -63,7 +63,6 @@ def _trajectories(da: xr.DataArray, trajectory, directions, center, labels):
     return out
 
 
-
 def _zvals(z, log):
     z = np.asarray(z, dtype=np.float64)
     if not log:
