@@ -148,3 +148,13 @@ def test_cli_console_script_diverged_run_saves(tmp_path):
     assert "diverged" in proc.stdout
     rec = wb.load(out)
     assert rec.attrs["status"] == "diverged" and rec.sizes["step"] > 3
+
+
+def test_cli_list_into_a_closed_pipe_is_quiet():
+    # `workbench list optimizers | head -1`: the reader is gone before the listing is written
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "list", "optimizers"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                      # closed long before the interpreter has even imported workbench
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

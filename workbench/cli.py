@@ -6,6 +6,7 @@ Bad input (unknown names, out-of-range values, malformed config) prints one line
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     handlers = {"list": _cmd_list, "run": _cmd_run, "sweep": _cmd_sweep, "app": _cmd_app}
-    return handlers[args.cmd](args)
+    try:
+        code = handlers[args.cmd](args)
+        sys.stdout.flush()                   # a closed pipe surfaces here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        # the reader went away (`workbench list optimizers | head`): not an error of ours, and no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
