@@ -12,6 +12,7 @@ and errors are shown beside the offending control. Files are only written to or 
 from __future__ import annotations
 
 import threading
+from html import escape
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ HEAVY_EVERY_S = 1.0         # the heavier views re-render at most this often
 PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
 PLANE_MIN_SNAPSHOTS = 8
 MAX_PINS = 8
-READY = "Ready. Pick a problem and an optimizer (or a preset), then press **Run**."
+READY = "Ready. Pick a problem and an optimizer (or a preset), then press <b>Run</b>."
 
 
 def make_probe(name: str, opts: dict, prob):
@@ -243,7 +244,9 @@ class Dashboard(pn.viewable.Viewer):
         self.file_status = pn.pane.Markdown("", css_classes=["wb-file-status"], styles={"font-size": "12px"})
         self.file_error = pn.pane.Markdown("", visible=False, css_classes=["wb-error", "wb-file-error"],
                                            styles={"color": "#b00020", "font-size": "12px"})
-        self.status = pn.pane.Markdown(READY, css_classes=["wb-status"], sizing_mode="stretch_width")
+        # HTML, not Markdown: the status changes at every poll while a run goes, and rendering it as Markdown on
+        # the server cost as much as all the plot updates together (py-spy on a served 20000-step run)
+        self.status = pn.pane.HTML(READY, css_classes=["wb-status"], sizing_mode="stretch_width")
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-run-error"])
 
         # -- views --------------------------------------------------------------------------------------------
@@ -724,8 +727,9 @@ class Dashboard(pn.viewable.Viewer):
         if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
             snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
         self._render(snap, heavy=True, loaded=ds)
-        self.status.object = (f"Viewing saved record **{path.stem}** · {snap['problem']} · {snap['optimizer']} · "
-                              f"{snap['status']} · {len(snap['step'])} steps" + self._events_text(snap))
+        self.status.object = (f"Viewing saved record <b>{escape(path.stem)}</b> · "
+                              + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} · "
+                                       f"{len(snap['step'])} steps" + self._events_text(snap)))
         self.file_status.object = f"Loaded `{path.name}`."
         return ds
 
@@ -827,10 +831,10 @@ class Dashboard(pn.viewable.Viewer):
         if waiting:
             status = "paused"
         elapsed = snap["wall_time"][-1] if n else 0.0
-        text = (f"**{status}** · step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · "
-                f"{elapsed:.2f} s" + self._events_text(snap))
+        text = f"<b>{status}</b> · " + escape(f"step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · "
+                                               f"{elapsed:.2f} s" + self._events_text(snap))
         if run.status == "diverged":
-            text += f" · diverged at step {run.diverged_at}"
+            text += escape(f" · diverged at step {run.diverged_at}")
             msg = (f"The run diverged at step {run.diverged_at} (loss {last:.3g}); try a smaller learning rate. "
                    "Everything before it is kept.")
             self._show_error(msg)
