@@ -2,7 +2,10 @@
 app` server driven by headless Chromium; (2) the overhead of the live views on a 500-step toy run (Rosenbrock,
 Adam, the path view's Trajectory probe every step) versus the same run without the app.
 
-    python benchmarks/ui_latency.py [--repeats 3] [--steps 500]
+    python benchmarks/ui_latency.py [--repeats 3] [--steps 500] [--pin]
+
+``--pin`` keeps Chromium off the server's core (server and bare runs on CPU 0, the browser on the others), as on a
+machine where the browser does not compete with training for the same core.
 
 Prints a table. The machine's load average is printed too: on a shared machine every number moves with it.
 """
@@ -33,11 +36,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(tmp):
+def start_server(tmp, cpus=None):
     port = free_port()
     log = open(Path(tmp) / "server.log", "w")
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "app", "--port", str(port), "--results-dir",
-                             str(Path(tmp) / "results")], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                             str(Path(tmp) / "results")], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            preexec_fn=pin)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:
@@ -142,23 +147,41 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the server (and the bare runs) to CPU 0 and Chromium to the other CPUs, as on a machine "
+                         "where the browser does not share the training core")
     args = ap.parse_args()
     load0 = os.getloadavg()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) < 2:
+        sys.exit("--pin needs at least 2 CPUs")
+    server_cpus, browser_cpus = ({cpus[0]}, set(cpus[1:])) if args.pin else (None, None)
+
+    def on(which):                          # affinity of this process (and of what it starts next)
+        if args.pin:
+            os.sched_setaffinity(0, which)
+
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(tmp)
+        proc, url = start_server(tmp, server_cpus)
         try:
+            on(server_cpus)
             bare, bare_cpu = bare_runs(args.steps, args.repeats)
+            on(browser_cpus)                # Playwright's driver and Chromium inherit this
             first, finished, inside, server_cpu, browser_cpu = app_runs(url, args.steps, args.repeats, proc.pid)
+            on(server_cpus)
             b2, c2 = bare_runs(args.steps, args.repeats)        # before and after: the load drifts
             bare, bare_cpu = bare + b2, bare_cpu + c2
         finally:
+            on(set(cpus))
             proc.terminate()
             proc.wait(10)
     load1 = os.getloadavg()
     med = statistics.median
     print(f"load average (1 min) before/after: {load0[0]:.1f} / {load1[0]:.1f} on {os.cpu_count()} cores")
     print(f"{args.steps}-step Rosenbrock run, Adam, Trajectory every step; medians of {args.repeats} "
-          f"(bare: {2 * args.repeats}) runs\n")
+          f"(bare: {2 * args.repeats}) runs"
+          + (f"; server and bare runs pinned to CPU {sorted(server_cpus)}, Chromium to {sorted(browser_cpus)}"
+             if args.pin else "; nothing pinned (browser and server share the cores)") + "\n")
     rows = [("click Run -> first plotted point (browser)", med(first), "< 1 s"),
             ("run time in the app (run's own clock)", med(inside), ""),
             ("click Run -> 'finished' shown (browser)", med(finished), ""),
