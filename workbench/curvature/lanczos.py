@@ -1,7 +1,7 @@
 """Lanczos eigenvalues of a symmetric operator, on the operator's device, with full reorthogonalization.
 
 The method is thick-restart Lanczos written as a Rayleigh-Ritz iteration: the basis ``Q`` (orthonormal, kept
-orthogonal by classical Gram-Schmidt applied twice) and ``W = A Q`` are stored, the projected matrix
+orthogonal by classical Gram-Schmidt, a second pass where the first lost accuracy) and ``W = A Q`` are stored, the projected matrix
 ``T = Q^T A Q`` is exact, Ritz residuals ``||A y - theta y||`` are computed explicitly (not estimated), and the basis
 grows by the residual of the least-converged wanted Ritz pair. From one start vector this spans exactly the Krylov
 space (every Ritz residual is parallel to the next Lanczos vector), so it is Lanczos; it also accepts a start
@@ -136,7 +136,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         cold convergence of one more pair; tracking code that warm-starts repeatedly, like the ``Sharpness``
         probe, asks for ``k + 1`` pairs itself and passes all of them back as ``v0``).
 
-    Convergence is only declared once the basis holds at least ``2k`` vectors. Exactly repeated eigenvalues
+    Convergence is only declared once the basis holds at least ``2 (k + guard)`` vectors. Exactly repeated eigenvalues
     (multiplicity above one) are found one copy per Krylov breakdown; like every single-vector Lanczos code this
     can miss copies of a highly degenerate eigenvalue inside the wanted block.
 
@@ -193,7 +193,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     n_restarts = 0
     history = []
     while True:
-        Q, W = Qb[:m].T, Wb[:m].T
+        Q = Qb[:m].T
         theta, S = torch.linalg.eigh(T)
         order = _order(theta, which)
         theta, S = theta[order], S[:, order]
