@@ -87,6 +87,17 @@ def plot_points(page, css=".wb-loss-plot", trace=0) -> int:
         " return (t && t.x && t.x.length !== undefined) ? t.x.length : 0; }", trace)
 
 
+def plot_last_x(page, css=".wb-loss-plot", trace=0) -> float:
+    """Largest x (the last step shown) of trace ``trace`` of a plotly plot; -1 when the trace is empty.
+
+    Long live series are thinned to a fixed number of points for display, so "the trace grew" and "nothing more
+    arrived" are checked on the last step shown, never on the point count."""
+    return page.locator(f"{css} .js-plotly-plot").evaluate(
+        "(el, i) => { const d = el.data || []; const t = d[i < 0 ? d.length + i : i];"
+        " if (!t || !t.x || !t.x.length) return -1; let m = -Infinity;"
+        " for (let j = 0; j < t.x.length; j++) { const v = Number(t.x[j]); if (v > m) m = v; } return m; }", trace)
+
+
 def text_of(page, css) -> str:
     """Visible text of a Panel pane (its shadow DOM, without <style> contents)."""
     return page.locator(css).first.evaluate(

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from browser import choose, plot_points, set_text, text_of, wait_until
+from browser import choose, plot_last_x, plot_points, set_text, text_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # `server`, `browser`: tests/conftest.py
 
@@ -25,8 +25,9 @@ def test_choose_optimizer_set_lr_run_grow_stop(browser, server):
     set_text(page, ".wb-param-lr", "0.0005")
     set_text(page, ".wb-param-steps", "1000000")
     page.locator(".wb-run button").click()
-    first = wait_until(lambda: plot_points(page), what="first loss points")
-    later = wait_until(lambda: (n := plot_points(page)) > first and n, what="the loss trace to grow")
+    wait_until(lambda: plot_points(page), what="first loss points")
+    first = plot_last_x(page)
+    later = wait_until(lambda: (x := plot_last_x(page)) > first and x, what="the loss trace to grow")
     assert later > first
     assert "running" in text_of(page, ".wb-status") and "sgd" in text_of(page, ".wb-status")
     # the 2D path view follows the run as well
@@ -37,9 +38,9 @@ def test_choose_optimizer_set_lr_run_grow_stop(browser, server):
     except AssertionError:
         page.screenshot(path=str(server.tmp / "stop_failure.png"))
         raise
-    n_stopped = plot_points(page)
+    last_stopped = plot_last_x(page)
     time.sleep(1.0)
-    assert plot_points(page) == n_stopped            # nothing more arrives after Stop
+    assert plot_last_x(page) == last_stopped         # nothing more arrives after Stop
     page.locator(".wb-reset button").click()
     wait_until(lambda: plot_points(page) == 0, timeout=30, what="Reset to clear the plot")
     page.close()
