@@ -37,6 +37,35 @@ def ll_plane(model, loss_fn, x, y, steps):
                                         deepcopy_model=True)
 
 
+def activation_floor(model, x, n_pts, reps=5):
+    """Per-point time of the model's elementwise activations alone (torch.tanh etc. on every hidden unit of every
+    example, for all grid points at once): a floor that any evaluation of the same network pays, ours and
+    loss-landscapes alike. Returns (activation names, seconds per point)."""
+    sizes, names = [], set()
+
+    def hook(m, _inp, out):                # returns None: the output is left as it is
+        sizes.append(out.numel())
+        names.add(type(m).__name__)
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Tanh, torch.nn.ReLU, torch.nn.GELU, torch.nn.Sigmoid))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    if not sizes:
+        return None
+    fns = {"Tanh": torch.tanh, "ReLU": torch.relu, "GELU": torch.nn.functional.gelu, "Sigmoid": torch.sigmoid}
+    fn = fns[sorted(names)[0]]
+    z = torch.randn(n_pts * sum(sizes))
+    fn(z)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn(z)
+        best = min(best, time.perf_counter() - t0)
+    return "/".join(sorted(names)), best / n_pts
+
+
 def case(name, prob, loss_fn, steps, rounds, big):
     """Per-point times (seconds) of: ours (method="auto"), ours forced to vmap and to loop, a plain no-grad forward
     + loss, and loss-landscapes. The machine is shared, so the contenders are timed interleaved, one after the
@@ -70,10 +99,11 @@ def case(name, prob, loss_fn, steps, rounds, big):
             if r > 0:                       # round 0 is the warm-up
                 best[k] = min(best[k], (time.perf_counter() - t0) / n)
     best.setdefault("loop", best["auto"])
+    act = activation_floor(model, x, n_pts)
     ref = ll_plane(model, loss_fn, x, y, steps)
     return dict(case=name, params=sum(p.numel() for p in model.parameters()), n=x.shape[0], points=n_pts,
                 method=auto.attrs["method"], chunk=auto.attrs["chunk_size"], t=best,
-                center=float(auto.sel(alpha=0, beta=0)), ll_min=float(ref.min()), ll_max=float(ref.max()))
+                center=float(auto.sel(alpha=0, beta=0)), act=act, ll_min=float(ref.min()), ll_max=float(ref.max()))
 
 
 def main(argv=None):
@@ -124,6 +154,12 @@ def main(argv=None):
         else:
             rb = r["t"]["ll"] / r["t"]["auto"]
             print(f"target (b): >= 5x faster than loss-landscapes: {rb:.1f}x -> {'MET' if rb >= 5 else 'NOT MET'}")
+    for r in rows:
+        if r["act"] is not None:
+            names, per = r["act"]
+            print(f"floor {r['case'][:3]}: the {names} activations alone cost {1e3 * per:.3f} ms/pt "
+                  f"({per / r['t']['auto']:.0%} of ours, {per / r['t']['ll']:.0%} of loss-landscapes'); the best "
+                  f"possible speedup over loss-landscapes with this torch kernel is < {r['t']['ll'] / per:.1f}x")
     for r in rows:
         print(f"sanity {r['case'][:3]}: loss at the center {r['center']:.4f}; loss-landscapes grid range "
               f"[{r['ll_min']:.3f}, {r['ll_max']:.3f}] (other random directions and span convention)")
