@@ -1,11 +1,13 @@
 """`Param`: one typed, bounded setting (an optimizer hyperparameter or a problem option).
 
 The same spec drives validation in the API, the CLI and the app, and is enough to build a widget:
-``kind`` is one of ``"float" | "int" | "bool" | "choice" | "floats"`` (a tuple of floats, e.g. betas).
+``kind`` is one of ``"float" | "int" | "bool" | "choice" | "floats"`` (a tuple of floats, e.g. betas)
+| ``"str"`` (free text such as a directory or file path; ``high`` bounds its length).
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -31,8 +33,8 @@ class Param:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
-        if self.kind not in ("float", "int", "bool", "choice", "floats"):
-            raise ValueError(f"Param.kind must be float|int|bool|choice|floats; got {self.kind!r}")
+        if self.kind not in ("float", "int", "bool", "choice", "floats", "str"):
+            raise ValueError(f"Param.kind must be float|int|bool|choice|floats|str; got {self.kind!r}")
 
     def validate(self, value: Any, owner: str = "") -> Any:
         """Return the value coerced to this param's type, or raise ValueError naming the field and range."""
@@ -48,6 +50,13 @@ class Param:
             return check_bool(label, value)
         if self.kind == "choice":
             return check_choice(label, value, self.choices)
+        if self.kind == "str":
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            limit = 4096 if self.high is None else int(self.high)
+            if not isinstance(value, str) or not value or len(value) > limit:
+                raise ValueError(f"{label} must be {self.range_text()}; got {value!r} ({type(value).__name__})")
+            return value
         # floats: a fixed-length tuple, each element in range
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             raise ValueError(f"{label} must be a sequence of {self.length or 'some'} numbers; got {value!r}")
@@ -61,6 +70,9 @@ class Param:
             return "one of " + ", ".join(map(str, self.choices))
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "str":
+            return (f"a non-empty text of at most {4096 if self.high is None else int(self.high)} characters"
+                    + (" or None" if self.allow_none else ""))
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return f"{'[' if self.low_inclusive else '('}{lo}, {hi}{']' if self.high_inclusive else ')'}"
