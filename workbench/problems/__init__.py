@@ -14,6 +14,7 @@ from ..params import Param, validate_params
 from .base import Problem, seeded
 from .functions import FUNCTIONS, make_function_problem
 from . import synthetic as _syn
+from .subspace import subspace  # noqa: E402,F401 - θ = θ₀ + P z reparametrisation (Li et al. 2018)
 
 __all__ = ["Problem", "list", "make", "options", "register", "describe", "seeded"]
 
