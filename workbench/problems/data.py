@@ -374,12 +374,22 @@ def cache_dir() -> Path:
     return Path(base) / "workbench"
 
 
-def _mnist1d_args() -> tuple[dict, str]:
+def _mnist1d_args() -> dict:
     from mnist1d.data import get_dataset_args
     args = get_dataset_args(as_dict=True)
     args.pop("url", None)                       # never used: the data is always regenerated
-    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    return args, key
+    return args
+
+
+def _mnist1d_key() -> str:
+    """Cache key: the package version (its default arguments and generator) and our format, without importing
+    mnist1d (which imports matplotlib: seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("mnist1d")
+    except PackageNotFoundError:
+        v = "unknown"
+    return hashlib.sha256(json.dumps({"mnist1d": v, "format": 1}).encode()).hexdigest()[:16]
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
@@ -412,12 +422,11 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
 
 
 def _mnist1d_cache_path() -> Path:
-    return cache_dir() / f"mnist1d-{_mnist1d_args()[1]}.npz"
+    return cache_dir() / f"mnist1d-{_mnist1d_key()}.npz"
 
 
 @functools.lru_cache(maxsize=1)
 def _mnist1d_arrays(path: str) -> dict[str, np.ndarray]:
-    args, _ = _mnist1d_args()
     p = Path(path)
     out = None
     if p.is_file():
@@ -427,7 +436,7 @@ def _mnist1d_arrays(path: str) -> dict[str, np.ndarray]:
         except (OSError, KeyError, ValueError):
             out = None                       # a damaged cache file: regenerate and overwrite it
     if out is None:
-        out = _generate_mnist1d(args)
+        out = _generate_mnist1d(_mnist1d_args())
         try:
             _atomic_save_npz(p, **out)
         except OSError:
@@ -452,10 +461,9 @@ def mnist1d_status() -> tuple[bool, str]:
 def load_mnist1d() -> dict[str, np.ndarray]:
     """MNIST-1D with the package's default arguments, regenerated locally: ``x_train`` float32 (4000, 40),
     ``y_train`` int64, ``x_test`` (1000, 40), ``y_test``. Cached in memory and on disk (:func:`cache_dir`)."""
-    try:
-        import mnist1d  # noqa: F401
-    except ImportError as exc:
-        raise ValueError("MNIST-1D needs the mnist1d package: pip install mnist1d") from exc
+    import importlib.util
+    if importlib.util.find_spec("mnist1d") is None:
+        raise ValueError("MNIST-1D needs the mnist1d package: pip install mnist1d")
     return _mnist1d_arrays(str(_mnist1d_cache_path()))
 
 
