@@ -14,8 +14,9 @@ from .lanczos import ConvergenceWarning, EigResult, eigs  # noqa: F401
 from .density import SLQResult, slq, spectral_density  # noqa: F401
 from .estimators import (DiagonalResult, NegativeMass, TraceResult, condition_number, diagonal,  # noqa: F401
                          lambda_min, negative_mass, trace)
+from .variance import VARIANCE_METHODS, hessian_variance  # noqa: F401
 
 __all__ = ["LinearOperator", "CurvatureOperator", "hessian", "ggn", "fisher", "eigs", "EigResult",
            "ConvergenceWarning", "HVP_METHODS", "DEFAULT_HVP_METHOD", "spectral_density", "slq", "SLQResult",
            "trace", "TraceResult", "diagonal", "DiagonalResult", "lambda_min", "condition_number", "negative_mass",
-           "NegativeMass"]
+           "NegativeMass", "hessian_variance", "VARIANCE_METHODS"]

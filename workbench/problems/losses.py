@@ -11,7 +11,9 @@ def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def mse_onehot(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Squared error summed over the C outputs against one-hot targets, averaged over examples."""
-    target = F.one_hot(y, out.shape[-1]).to(out.dtype)
+    # one-hot by comparison rather than F.one_hot, which reads the labels' maximum and so cannot run under
+    # torch.func.vmap (per-example curvature, e.g. curvature.hessian_variance)
+    target = (y[..., None] == torch.arange(out.shape[-1], device=y.device)).to(out.dtype)
     return ((out - target) ** 2).sum(-1).mean()
 
 
