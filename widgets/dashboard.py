@@ -1,5 +1,6 @@
-"""The live dashboard: pick a problem and an optimizer (hyperparameter widgets generated from the schemas), a
-schedule, the probes to run and how often, or a preset; Run / Pause / Step / Stop / Reset; change the learning
+"""The live dashboard: pick a problem (the registered ones with their size, real ones started on a small subset,
+and the user's own) and an optimizer (hyperparameter widgets generated from the schemas), a schedule, the device,
+the probes to run and how often, or a preset; Run / Pause / Step / Stop / Reset; change the learning
 rate or the optimizer while the run goes (a hot swap, marked on every plot); watch the loss, accuracy, sharpness
 against the stability threshold, Hessian top-k and spectral density, gradient-subspace fraction, norms and the
 trajectory on the loss surface update live; pin runs to overlay them; export a record (netCDF) and its figures
@@ -7,10 +8,12 @@ trajectory on the loss surface update live; pin runs to overlay them; export a r
 
 Each ``Dashboard`` owns its runs; ``workbench app`` builds one per browser session, so sessions never share
 mutable state. Nothing the user types is evaluated as code: numbers are parsed and validated against the schemas
-and errors are shown beside the offending control. Files are only written to or read from the results directory.
+and errors are shown beside the offending control. Records and figures are only written to or read from the results
+directory; problems read their data where the server finds it (no path is typed into the app).
 """
 from __future__ import annotations
 
+import re
 import threading
 from html import escape
 import time
@@ -18,17 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import panel as pn
+import torch
 
 import workbench as wb
+from workbench._validate import resolve_device
 from workbench.params import Param
+from workbench.problems import Problem
 
 from . import views as V
+from .catalog import DASHBOARD_RUN, dashboard_options, problem_info, problem_label, user_problem_info
 from .files import list_records, safe_path
-from .forms import ParamForm
+from .forms import ParamForm, format_value
 from .presets import PRESETS
 from .views import thin  # noqa: F401  (re-exported: older imports)
 
-__all__ = ["Dashboard", "PROBES", "RUN_PARAMS"]
+__all__ = ["Dashboard", "PROBES", "RUN_PARAMS", "device_options"]
 
 RUN_PARAMS = [
     Param("steps", 500, kind="int", low=1, high=1_000_000, log=True, doc="number of updates"),
@@ -61,6 +68,20 @@ PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI th
 PLANE_MIN_SNAPSHOTS = 8
 MAX_PINS = 8
 READY = "Ready. Pick a problem and an optimizer (or a preset), then press <b>Run</b>."
+
+
+def device_options() -> dict[str, str]:
+    """The device list {label: value}: auto (with what it resolves to here), cpu, and cuda (one entry per GPU) or
+    mps only where torch sees one."""
+    opts = {f"auto ({resolve_device('auto')})": "auto", "cpu": "cpu"}
+    if torch.cuda.is_available():
+        opts[f"cuda ({torch.cuda.get_device_name(0)})"] = "cuda"
+        for i in range(1, torch.cuda.device_count()):
+            opts[f"cuda:{i} ({torch.cuda.get_device_name(i)})"] = f"cuda:{i}"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        opts["mps"] = "mps"
+    return opts
 
 
 def make_probe(name: str, opts: dict, prob):
@@ -165,15 +186,25 @@ def compute_plane(record, problem, label: str = "run", steps: int = 21, max_samp
 class Dashboard(pn.viewable.Viewer):
     """Panel dashboard; ``Dashboard().servable()`` or display it in JupyterLab.
 
+    ``problems``: the user's own ``wb.Problem`` objects (a list, or a dict name -> Problem), offered in the problem
+    list next to the registered ones (the first is selected unless ``problem`` names another); ``device``: "auto",
+    "cpu", "cuda" or "mps" (a device this machine lacks is shown as an error beside the device control, and Run
+    refuses it).
+
     Python API (what the buttons call): ``start()``, ``pause()``, ``resume()``, ``step()``, ``stop()``,
     ``reset()``, ``tick()`` (pull new values into the views), ``pin()``, ``clear_pins()``, ``apply_preset(name)``,
     ``export(name)``, ``load(name)``, ``race(entries)``.
     """
 
-    def __init__(self, problem: str = "rosenbrock", optimizer: str = "adam", results_dir: str | Path = "results",
-                 **params):
+    def __init__(self, problem: str | None = None, optimizer: str = "adam", results_dir: str | Path = "results",
+                 device: str = "auto", problems=(), **params):
         super().__init__(**params)
         self.results_dir = Path(results_dir)
+        self.user_problems = self._user_problems(problems)
+        if problem is None:
+            problem = next(iter(self.user_problems), "rosenbrock")
+        if problem not in self.user_problems:
+            wb.problems.options(problem)          # ValueError naming the known problems
         self.run: wb.Run | None = None
         self.loaded = None               # a loaded record being viewed (xarray.Dataset)
         self._loaded_label = None
@@ -199,6 +230,7 @@ class Dashboard(pn.viewable.Viewer):
         self._file_msgs: list[tuple] = []
         self.png_thread = None
         self._race_thread = None
+        self._auto_run: dict[str, tuple[str, str]] = {}      # run-form values a problem choice set: (before, set)
         self._t_start = time.perf_counter()
 
         # -- controls ---------------------------------------------------------------------------------------
@@ -206,8 +238,14 @@ class Dashboard(pn.viewable.Viewer):
                                                value="(none)", css_classes=["wb-preset"])
         self.preset_button = pn.widgets.Button(label="Apply preset", css_classes=["wb-apply-preset"])
         self.preset_doc = pn.pane.Markdown("", css_classes=["wb-preset-doc"], styles={"font-size": "12px"})
-        self.problem_select = pn.widgets.Select(name="problem", options=wb.problems.list(), value=problem,
+        self.problem_select = pn.widgets.Select(name="problem", options=self._problem_options(), value=problem,
                                                 css_classes=["wb-problem"])
+        self.problem_note = pn.pane.HTML("", visible=False, css_classes=["wb-problem-note"],
+                                         styles={"font-size": "12px"}, sizing_mode="stretch_width")
+        self.device_select = pn.widgets.Select(name="device", options=device_options(), value="auto",
+                                               css_classes=["wb-device"])
+        self.device_error = pn.pane.Markdown("", visible=False, css_classes=["wb-error", "wb-device-error"],
+                                             styles={"color": "#b00020", "font-size": "12px"})
         self.optimizer_select = pn.widgets.Select(name="optimizer", options=wb.optimizers.list(), value=optimizer,
                                                   css_classes=["wb-optimizer"])
         self.problem_box = pn.Column(sizing_mode="stretch_width", margin=0)
@@ -266,6 +304,7 @@ class Dashboard(pn.viewable.Viewer):
 
         # -- wiring -------------------------------------------------------------------------------------------
         self.problem_select.param.watch(lambda e: self._build_problem_form(), "value")
+        self.device_select.param.watch(lambda e: self._device_changed(), "value")
         self.optimizer_select.param.watch(lambda e: self._optimizer_changed(), "value")
         self.preset_select.param.watch(lambda e: self._show_preset_doc(), "value")
         self.preset_button.on_click(lambda e: self.apply_preset(self.preset_select.value))
@@ -281,14 +320,17 @@ class Dashboard(pn.viewable.Viewer):
         self.refresh_button.on_click(lambda e: self._refresh_files())
         self._build_problem_form()
         self._build_hparam_form()
+        if device != "auto":
+            self.set_device(device)
 
         card = dict(collapsed=True, sizing_mode="stretch_width")
         controls = pn.Column(
             "### Preset", self.preset_select, self.preset_button, self.preset_doc,
-            "### Problem", self.problem_select, pn.Card(self.problem_box, title="problem options", **card),
+            "### Problem", self.problem_select, self.problem_note,
+            pn.Card(self.problem_box, title="problem options", **card),
             "### Optimizer", self.optimizer_select, self.hparam_box,
             pn.Card(self.schedule_form.layout, title="lr schedule", **card),
-            "### Run", self.run_form.layout,
+            "### Run", self.device_select, self.device_error, self.run_form.layout,
             pn.Card(pn.Column(*probe_rows, sizing_mode="stretch_width"), title="probes (what to measure, how often)",
                     **card),
             pn.Row(self.run_button, self.pause_button, self.step_button, margin=0),
@@ -310,16 +352,140 @@ class Dashboard(pn.viewable.Viewer):
         return pn.pane.Plotly({"data": [], "layout": {}}, sizing_mode="stretch_width", height=height,
                               css_classes=[f"wb-{css}-plot"], visible=visible)
 
+    # -- problems and devices -------------------------------------------------------------------------------
+    @staticmethod
+    def _user_problems(problems) -> dict[str, Problem]:
+        items = list(problems.items()) if isinstance(problems, dict) else [(None, p) for p in (problems or ())]
+        out: dict[str, Problem] = {}
+        taken = set(wb.problems.list())
+        for key, prob in items:
+            if not isinstance(prob, Problem):
+                raise TypeError(f"problems must be workbench Problems (e.g. from wb.problems.custom); "
+                                f"got {type(prob).__name__}")
+            base = str(key if key is not None else prob.name)
+            key, i = base, 1
+            while key in taken or key in out:        # never shadow a registered problem or another of the user's
+                i += 1
+                key = f"{base}-{i}"
+            out[key] = prob
+        return out
+
+    def _problem_options(self) -> dict[str, str]:
+        """{label: name}: the user's problems first, then the registered ones, each with its size."""
+        opts = {problem_label(k, user_problem_info(p), kind=p.kind, user=True): k
+                for k, p in self.user_problems.items()}
+        functions = set(wb.problems.list("function"))
+        for name in wb.problems.list():
+            try:
+                info = problem_info(name)
+            except Exception:  # one problem's broken size lookup must not take the app down
+                info = {}
+            opts[problem_label(name, info, kind="function" if name in functions else None)] = name
+        return opts
+
+    def _is_function(self, name) -> bool:
+        if name in self.user_problems:
+            return self.user_problems[name].kind == "function"
+        return name in wb.problems.list("function")
+
+    def _show_problem_note(self, msg: str = "", error: bool = False):
+        self.problem_note.object = msg
+        self.problem_note.styles = {"font-size": "12px", "color": "#b00020" if error else "#555"}
+        self.problem_note.visible = bool(msg)
+
+    def set_device(self, device: str) -> None:
+        """Choose the device for the next Run. One this machine lacks (e.g. "cuda" without a GPU) is listed as
+        "(not available)", selected, and shown as an error beside the device control (Run refuses it); a string
+        that names no torch device raises ValueError."""
+        opts = dict(self.device_select.options)
+        if not isinstance(device, str):
+            raise ValueError(f"device must be one of {list(opts.values())} (text); got {device!r}")
+        if device not in opts.values():
+            try:
+                resolve_device(device)
+                label = str(device)
+            except ValueError:
+                try:
+                    kind = torch.device(device).type if isinstance(device, str) else None
+                except (RuntimeError, ValueError):
+                    kind = None
+                if kind not in ("cuda", "mps"):
+                    raise ValueError(f"device must be one of {list(opts.values())} (or 'cuda[:N]' / 'mps' where "
+                                     f"present); got {device!r}") from None
+                label = f"{device} (not available)"
+            self.device_select.options = {**opts, label: device}
+        self.device_select.value = device
+        self._device_changed()
+
+    def _device_changed(self):
+        try:
+            resolve_device(self.device_select.value)
+            self._device_error("")
+        except ValueError as exc:
+            self._device_error(str(exc))
+            return
+        if self._live():
+            self._show_error(f"The device applies to the next Run (this one stays on {self.run.device}).")
+
+    def _device_error(self, msg: str):
+        self.device_error.object = msg
+        self.device_error.visible = bool(msg)
+
     # -- forms ---------------------------------------------------------------------------------------------
     def _build_problem_form(self, values=None):
+        """The chosen problem's option form: a real problem starts from the dashboard's small options (a subset
+        of the data, small widths), ``values`` (a preset) on top; a problem whose data is missing says so."""
         name = self.problem_select.value
-        self.problem_form = ParamForm(wb.problems.options(name), owner=f"problem {name!r}", values=values)
+        if name in self.user_problems:
+            prob = self.user_problems[name]
+            self.problem_form = ParamForm([], owner=f"problem {name!r}")
+            info = user_problem_info(prob)
+            self._show_problem_note(escape(f"Your problem: {info['n_params']:,} parameters, {info['n_train']:,} "
+                                           "training examples" + (f", {info['n_test']:,} test examples"
+                                                                  if info["n_test"] else "")
+                                           + (f". {prob.doc}" if prob.doc else ".")))
+        else:
+            try:
+                info = problem_info(name)
+            except Exception as exc:
+                info = {"data_note": f"size unknown ({type(exc).__name__}: {exc})"}
+            start = dashboard_options(name, info)
+            # server-side paths (data_dir, text_file) are not offered: the app reads and writes only its results
+            # folder; where the data lives is the server's setting (WORKBENCH_DATA or the problem's default)
+            specs = [p for p in wb.problems.options(name) if p.kind != "str"]
+            self.problem_form = ParamForm(specs, owner=f"problem {name!r}", values={**start, **(values or {})})
+            note = ""
+            if not info.get("data_available", True):
+                note = escape(info.get("data_note") or f"the data of {name!r} is not on this machine")
+                if start.get("data") == "synthetic":
+                    note += " — the options below use <b>data = synthetic</b> until it is there."
+            elif start:
+                note = escape("Started small so a Run shows points within seconds on a CPU: "
+                              + ", ".join(f"{k}={v}" for k, v in {**start, **DASHBOARD_RUN.get(name, {})}.items())
+                              + " (raise them under problem options and Run).")
+            self._show_problem_note(note, error=not info.get("data_available", True)
+                                    and start.get("data") != "synthetic")
+        self._apply_run_defaults(name)
         self.problem_form.on_change(lambda n, v: self._problem_option_changed())
         self.problem_box[:] = [self.problem_form.layout]
         self._problem_obj = None
         self._background = None
         if self.run is None and self.loaded is None:
             self._show_idle_path()
+
+    def _apply_run_defaults(self, name):
+        """Set the run-form values DASHBOARD_RUN gives ``name``; undo the previous problem's first (unless the user
+        has changed them since)."""
+        for k, (before, set_to) in self._auto_run.items():
+            if self.run_form.widgets[k].value == set_to:
+                self.run_form.widgets[k].value = before
+        self._auto_run = {}
+        for k, v in DASHBOARD_RUN.get(name, {}).items():
+            w = self.run_form.widgets[k]
+            text = format_value(v)
+            if w.value != text:
+                self._auto_run[k] = (w.value, text)
+                w.value = text
 
     def _problem_option_changed(self):
         self._problem_obj = None
@@ -336,8 +502,19 @@ class Dashboard(pn.viewable.Viewer):
         self.hparam_box[:] = [self.hparam_form.layout]
 
     def _make_problem(self):
+        name = self.problem_select.value
+        if name in self.user_problems:
+            return self.user_problems[name]
         opts = self.problem_form.values()
-        return wb.problems.make(self.problem_select.value, seed=0, **opts)
+        return wb.problems.make(name, seed=0, **opts)
+
+    def _device(self):
+        """The chosen device (resolved); ValueError naming the device when this machine lacks it."""
+        try:
+            return resolve_device(self.device_select.value)
+        except ValueError as exc:
+            self._device_error(str(exc))
+            raise
 
     def _live(self) -> bool:
         return self.run is not None and not self.run.done
@@ -402,7 +579,13 @@ class Dashboard(pn.viewable.Viewer):
 
     def _collect(self):
         """Validate every control; returns the Run (not started) or raises ValueError (shown beside the field)."""
-        prob = self._make_problem()
+        device = self._device()
+        try:
+            prob = self._make_problem()
+        except ValueError as exc:        # e.g. data missing: said under the problem list, not as a traceback
+            if not self.problem_form.route_error(str(exc)):
+                self._show_problem_note(escape(str(exc)), error=True)
+            raise
         hp = self.hparam_form.values()
         rp = self.run_form.values()
         sched = self.schedule_form.values()
@@ -419,11 +602,15 @@ class Dashboard(pn.viewable.Viewer):
             raise ValueError(f"batch_size={rp['batch_size']} is out of range: at most the {len(prob.train)} "
                              "training examples (empty = full batch)")
         run = wb.Run(prob, optimizer=self.optimizer_select.value, steps=rp["steps"], seed=rp["seed"],
-                     batch_size=rp["batch_size"], device="cpu", probes=probes, progress=False, **sched, **hp)
+                     batch_size=rp["batch_size"], device=device, probes=probes, progress=False, **sched, **hp)
         return prob, run
 
     def _route(self, exc):
         msg = str(exc)
+        if msg.startswith("device"):
+            self._device_error(msg)
+            self._show_error("Fix the highlighted field: " + msg)
+            return
         forms = [self.hparam_form, self.run_form, self.schedule_form, self.problem_form,
                  *self.probe_forms.values()]
         if any(f.route_error(msg) for f in forms):
@@ -532,14 +719,14 @@ class Dashboard(pn.viewable.Viewer):
         """Before a run: the 2D test function's surface with its start point (and pinned paths)."""
         if self.run is not None or self.loaded is not None:
             return
+        if not self._is_function(self.problem_select.value):   # never load a dataset just to pick a view
+            self.path_pane.visible = False
+            return
         try:
             prob = self._problem_obj or self._make_problem()
         except ValueError:
             return
         self._problem_obj = prob
-        if prob.kind != "function":
-            self.path_pane.visible = False
-            return
         start = np.array([[prob.options["x0"], prob.options["y0"]]])
         self._sigs.pop("path", None)
         self.path_pane.object = V.function_path_figure(self._function_bg(prob), start,
@@ -602,6 +789,7 @@ class Dashboard(pn.viewable.Viewer):
         """Run ``[(optimizer, hparams), ...]`` one after another in a background thread and pin each (the
         Rosenbrock race). Uses the current problem, steps and seed."""
         try:
+            device = self._device()
             prob = self._make_problem()
             rp = self.run_form.values()
         except ValueError as exc:
@@ -613,7 +801,7 @@ class Dashboard(pn.viewable.Viewer):
         def work():
             for opt, hp in entries:
                 try:
-                    r = wb.Run(prob, optimizer=opt, steps=n, seed=rp["seed"], device="cpu", progress=False,
+                    r = wb.Run(prob, optimizer=opt, steps=n, seed=rp["seed"], device=device, progress=False,
                                probes=[wb.probes.Trajectory(every=1)] if prob.kind == "function" else [], **hp)
                     r.run()
                 except Exception as exc:  # a failing racer is reported, never raised into the server
@@ -655,6 +843,7 @@ class Dashboard(pn.viewable.Viewer):
             return None
         if not name:
             name = f"{ds.attrs.get('problem', 'run')}_{ds.attrs.get('optimizer', '')}_{time.strftime('%Y%m%d-%H%M%S')}"
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100]     # a user problem may be named freely
         try:
             nc = safe_path(self.results_dir, name, ".nc")
             html = nc.with_suffix(".html")
@@ -721,14 +910,17 @@ class Dashboard(pn.viewable.Viewer):
         self._problem_obj = None
         try:
             cfg = wb.records.config(ds).get("problem", {})
-            self._problem_obj = wb.problems.make(cfg["name"], seed=cfg.get("seed", 0), **cfg.get("options", {}))
+            mine = [p for p in self.user_problems.values() if p.config() == cfg]
+            self._problem_obj = mine[0] if mine else \
+                wb.problems.make(cfg["name"], seed=cfg.get("seed", 0), **cfg.get("options", {}))
         except Exception:
             self._problem_obj = None
         if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
             snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
         self._render(snap, heavy=True, loaded=ds)
         self.status.object = (f"Viewing saved record <b>{escape(path.stem)}</b> · "
-                              + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} · "
+                              + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} on "
+                                       f"{ds.attrs.get('device', '?')} · "
                                        f"{len(snap['step'])} steps" + self._events_text(snap)))
         self.file_status.object = f"Loaded `{path.name}`."
         return ds
@@ -831,8 +1023,9 @@ class Dashboard(pn.viewable.Viewer):
         if waiting:
             status = "paused"
         elapsed = snap["wall_time"][-1] if n else 0.0
-        text = f"<b>{status}</b> · " + escape(f"step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · "
-                                               f"{elapsed:.2f} s" + self._events_text(snap))
+        text = f"<b>{status}</b> on {escape(str(run.device))} · " + escape(
+            f"step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · {elapsed:.2f} s"
+            + self._events_text(snap))
         if run.status == "diverged":
             text += escape(f" · diverged at step {run.diverged_at}")
             msg = (f"The run diverged at step {run.diverged_at} (loss {last:.3g}); try a smaller learning rate. "
