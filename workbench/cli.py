@@ -1,11 +1,14 @@
 """Command line: ``workbench list problems|optimizers|probes``, ``workbench run CONFIG.toml -o out.nc``,
-``workbench sweep CONFIG.toml -o sweep.nc`` (a grid on Dask), ``workbench app [--port 5006] [--address 127.0.0.1]``.
+``workbench sweep CONFIG.toml -o sweep.nc`` (a grid on Dask), ``workbench app [--port 5006] [--address 127.0.0.1]
+[--problem path/to/file.py:make_problem ...]``.
 
 Bad input (unknown names, out-of-range values, malformed config) prints one line on stderr and exits 2.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ import tomllib
 
 import numpy as np
 
-__all__ = ["main", "run_from_config", "probes_from_config"]
+__all__ = ["main", "run_from_config", "probes_from_config", "load_user_problem"]
 
 PROBE_TYPES = ("Norms", "Eval", "Trajectory")
 
@@ -94,12 +97,88 @@ def run_from_config(cfg: dict, progress: bool = True):
     return wb.train(problem, probes=probes, progress=progress, **train_cfg)
 
 
+def load_user_problem(spec: str):
+    """The ``wb.Problem`` that ``spec = "path/to/file.py:make_problem"`` names: the file is run as a module (its
+    folder importable while it runs, for its own helper modules) and the function is called with no arguments.
+    Without ``:function`` the function is ``make_problem``. Any failure (no such file, the file or the function
+    raising, no such function, a result that is not a Problem) is a ValueError with a one-line message."""
+    import workbench as wb
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"--problem must be 'path/to/file.py:function'; got {spec!r}")
+    path_text, _, func = spec.rpartition(":")
+    if not path_text or not func.isidentifier():      # no ':function' (or a Windows drive colon): the default name
+        path_text, func = spec, "make_problem"
+    where = f"--problem {spec}"
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{where}: file {str(path)!r} does not exist")
+
+    def one_line(exc: BaseException) -> str:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+    path = path.resolve()
+    modname = f"workbench_user_{path.stem if path.stem.isidentifier() else 'problem'}_" \
+              f"{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    mod_spec = importlib.util.spec_from_file_location(modname, path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise ValueError(f"{where}: {str(path)!r} is not a Python file")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[modname] = module          # dataclasses and pickling look the module up while it runs
+    sys.path.insert(0, str(path.parent))
+    try:
+        mod_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(modname, None)
+        raise ValueError(f"{where}: running {path.name} failed: {one_line(exc)}") from exc
+    finally:
+        if sys.path and sys.path[0] == str(path.parent):
+            del sys.path[0]
+    fn = getattr(module, func, None)
+    if fn is None:
+        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                         and getattr(v, "__module__", None) == modname)
+        raise ValueError(f"{where}: {path.name} defines no function {func!r} (its functions: {defined or 'none'})")
+    if not callable(fn):
+        raise ValueError(f"{where}: {func!r} in {path.name} is a {type(fn).__name__}, not a function")
+    try:
+        prob = fn()
+    except (Exception, SystemExit) as exc:
+        raise ValueError(f"{where}: {func}() failed: {one_line(exc)}") from exc
+    if not isinstance(prob, wb.Problem):
+        raise ValueError(f"{where}: {func}() returned {type(prob).__name__}, not a workbench Problem "
+                         "(build one with wb.problems.custom(model, loss, train, test) or wb.problems.make(...))")
+    return prob
+
+
+def _count(n) -> str:
+    return "-" if n is None else f"{int(n):,}"
+
+
 def _cmd_list(args) -> int:
     import workbench as wb
 
     if args.what == "problems":
+        rows = []
+        functions = set(wb.problems.list("function"))
         for n in wb.problems.list():
-            print(f"{n:18s} {wb.problems.describe(n)}")
+            note = wb.problems.describe(n)
+            try:
+                info = wb.problems.info(n)
+            except Exception as exc:  # a broken registration shows up in its row, not as a traceback
+                info, note = {}, f"size unknown: {type(exc).__name__}: {exc}"
+            if n in functions:              # a point in the plane: no examples, no data to have
+                n_train = n_test = data = "-"
+            else:
+                n_train, n_test = _count(info.get("n_train")), _count(info.get("n_test") or None)
+                data = "present" if info.get("data_available", True) else "MISSING"
+                if not info.get("data_available", True):
+                    note = info.get("data_note") or note
+            rows.append((n, _count(info.get("n_params")), n_train, n_test, data, " ".join(str(note).split())))
+        head = ("problem", "params", "train", "test", "data", "description (or how to get missing data)")
+        w = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+        for r in [head] + rows:
+            print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}  {r[4]:<{w[4]}}  {r[5]}")
     elif args.what == "optimizers":
         for n in wb.optimizers.list():
             s = wb.optimizers.spec(n)
@@ -180,12 +259,18 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_app(args) -> int:
+    problems = []
+    for spec in args.problem or ():
+        try:
+            problems.append(load_user_problem(spec))
+        except ValueError as exc:
+            return _fail(str(exc))
     from widgets.app import serve
 
     try:
         serve(port=args.port, address=args.address, show=args.show, results_dir=args.results_dir,
-              allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix)
-    except ValueError as exc:
+              allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, problems=problems)
+    except (ValueError, TypeError) as exc:
         return _fail(str(exc))
     return 0
 
@@ -223,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--allow-websocket-origin", action="append", default=None,
                     help="extra allowed websocket origins (e.g. behind a proxy)")
     pa.add_argument("--prefix", default="", help="URL prefix (e.g. behind jupyter-server-proxy)")
+    pa.add_argument("--problem", action="append", default=None, metavar="FILE.py:FUNCTION",
+                    help="offer your own problem: FUNCTION() in FILE.py returns a wb.Problem (e.g. from "
+                         "wb.problems.custom); repeatable; the first is selected")
     return p
 
 
