@@ -42,3 +42,22 @@ def binary_accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def function_value(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out.mean()
+
+
+def _check_sequence(out: torch.Tensor, y: torch.Tensor) -> None:
+    if out.dim() != 3:
+        raise ValueError(f"sequence outputs must have shape (B, T, V); got {tuple(out.shape)}")
+    if tuple(y.shape) != tuple(out.shape[:2]):
+        raise ValueError(f"sequence targets must have shape (B, T) = {tuple(out.shape[:2])}; got {tuple(y.shape)}")
+
+
+def sequence_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean token cross-entropy of logits ``(B, T, V)`` against token ids ``(B, T)`` (language modelling)."""
+    _check_sequence(out, y)
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def sequence_accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of tokens whose arg-max logit is the target token (``(B, T, V)`` against ``(B, T)``)."""
+    _check_sequence(out, y)
+    return (out.argmax(-1) == y).to(torch.float32).mean()
