@@ -363,30 +363,45 @@ def _loss_kind(loss_fn) -> str:
     import torch.nn.functional as F
     if loss_fn in (L.cross_entropy, F.cross_entropy):
         return "categorical"
+    if loss_fn is getattr(L, "sequence_cross_entropy", None):
+        return "sequence-categorical"
     if loss_fn in (L.bce_logits, F.binary_cross_entropy_with_logits):
         return "bernoulli"
     return "generic"
 
 
 def _output_factor(kind, out, y, loss_fn, n_samples, gen) -> torch.Tensor:
-    """``G`` of shape ``(N, C, m)`` with ``E[G G^T / m] =`` the per-example Hessian of the loss in the outputs.
+    """``G`` of shape ``(R, c, m)``: the outputs split into ``R`` rows of ``c`` entries, one per independent loss
+    term, with ``E[G_r G_r^T] / m = R *`` the Hessian of the mean loss in row ``r`` (so the Monte-Carlo GGN is
+    ``J^T blockdiag(G_r G_r^T) J / (R m)``).
 
-    Categorical and Bernoulli losses sample labels from the model's predictive distribution (the Monte-Carlo
-    Fisher = GGN of these losses); any other loss uses ``H_n^{1/2} z`` with Gaussian ``z`` (exact in expectation
-    for every per-example loss, e.g. squared error).
+    Rows: examples (``(N, C)`` logits of cross-entropy; any other loss, with all outputs of an example in its
+    row), tokens (``(B, T, V)`` logits of ``sequence_cross_entropy``: ``B T`` rows of ``V``) or single logits
+    (``binary_cross_entropy_with_logits``, a mean over every output). Categorical and Bernoulli losses sample
+    labels from the model's predictive distribution (the Monte-Carlo Fisher = GGN of these losses); any other
+    loss uses ``H_n^{1/2} z`` with Gaussian ``z`` (exact in expectation for every per-example loss, e.g. squared
+    error).
     """
     N = out.shape[0]
-    flat = out.detach().reshape(N, -1)
-    C = flat.shape[1]
-    if kind == "categorical":
-        p = torch.softmax(flat.double(), -1)
-        idx = torch.multinomial(p, n_samples, replacement=True, generator=gen)            # (N, m)
-        onehot = torch.nn.functional.one_hot(idx, C).to(p.dtype)                          # (N, m, C)
+    if kind == "categorical" and out.dim() != 2:
+        raise ValueError(f"mc_samples with a cross-entropy loss needs (N, C) logits; got outputs of shape "
+                         f"{tuple(out.shape)}. For (B, T, V) sequence logits use losses.sequence_cross_entropy, "
+                         "or mc_samples=None for the exact GGN")
+    if kind == "sequence-categorical" and out.dim() != 3:
+        raise ValueError(f"mc_samples with sequence_cross_entropy needs (B, T, V) logits; got {tuple(out.shape)}")
+    if kind in ("categorical", "sequence-categorical"):
+        rows = out.detach().reshape(-1, out.shape[-1])                                    # (R, C)
+        p = torch.softmax(rows.double(), -1)
+        idx = torch.multinomial(p, n_samples, replacement=True, generator=gen)            # (R, m)
+        onehot = torch.nn.functional.one_hot(idx, rows.shape[1]).to(p.dtype)              # (R, m, C)
         return (p[:, None, :] - onehot).transpose(1, 2).to(out.dtype)
     if kind == "bernoulli":
-        s = torch.sigmoid(flat.double())
-        yhat = (torch.rand((N, C, n_samples), generator=gen, dtype=s.dtype, device=s.device) < s[..., None])
+        s = torch.sigmoid(out.detach().reshape(-1, 1).double())                           # (R, 1)
+        yhat = (torch.rand((s.shape[0], 1, n_samples), generator=gen, dtype=s.dtype, device=s.device)
+                < s[..., None])
         return (s[..., None] - yhat.to(s.dtype)).to(out.dtype)
+    flat = out.detach().reshape(N, -1)
+    C = flat.shape[1]
     od = out.detach().requires_grad_(True)
     with torch.enable_grad():
         gl = torch.autograd.grad(loss_fn(od, y), od, create_graph=True)[0]
@@ -448,17 +463,16 @@ def _output_operator(kind, model, loss, data, params, mode, loss_fn, method_note
     def apply(i, Vs, k):
         """Batched: Vs is a list of (k, *shape) tensors; returns (k, n)."""
         leaves, out, u, jtu, extra = graphs[i]
-        N = out.shape[0]
         Jv = _grad_batched(jtu, [u], Vs, k)[0]                                  # (k, *out.shape)
         if kind == "ggn":
             od, gl = extra
             z = _grad_batched([gl], [od], [Jv], k)[0]
         else:
-            G = extra[0]                                                         # (N, C, m)
-            m = G.shape[-1]
-            Jf = Jv.reshape(k, N, -1)
-            sproj = torch.einsum("kNc,Ncm->kNm", Jf, G)
-            z = (torch.einsum("Ncm,kNm->kNc", G, sproj) / (N * m)).reshape(Jv.shape)
+            G = extra[0]                                                         # (R, c, m)
+            R, m = G.shape[0], G.shape[-1]
+            Jf = Jv.reshape(k, R, -1)
+            sproj = torch.einsum("kRc,Rcm->kRm", Jf, G)
+            z = (torch.einsum("Rcm,kRm->kRc", G, sproj) / (R * m)).reshape(Jv.shape)
         return s.flat(_grad_batched([out], leaves, [z], k), None, batched=True, k=k)
 
     def matmat(V):
@@ -490,8 +504,11 @@ def ggn(model: nn.Module, loss: Any, data: Any, params: Any = None, mode: str | 
     ``mc_samples=None`` gives the exact GGN (one Jacobian-vector, one output-space Hessian-vector and one
     vector-Jacobian product per batch and vector). ``mc_samples=m`` gives the Monte-Carlo GGN: per example,
     ``H_n`` is replaced by ``g g^T`` averaged over m samples with ``E[g g^T] = H_n`` (labels sampled from the
-    model's predictive distribution for cross-entropy / logistic losses, ``H_n^{1/2} z`` otherwise), drawn once
-    from ``seed`` so the operator is a fixed PSD matrix of rank at most ``m n``. Other arguments as :func:`hessian`.
+    model's predictive distribution for cross-entropy / logistic losses: one per token for the ``(B, T, V)``
+    logits of ``losses.sequence_cross_entropy``, one per output of ``bce_logits``; ``H_n^{1/2} z`` for any other
+    loss; cross-entropy on logits other than ``(N, C)`` is refused with a ValueError), drawn once from ``seed`` so
+    the operator is a fixed PSD matrix of rank at most ``m`` times the number of sampled terms. Other arguments as
+    :func:`hessian`.
     """
     if mc_samples is None:
         return _output_operator("ggn", model, loss, data, params, mode, loss_fn, "exact GGN", None, seed)
