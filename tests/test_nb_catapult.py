@@ -40,8 +40,10 @@ def test_catapult_notebook_shows_three_phases_in_order():
                     assert r["final_loss"][s][i] < 1.0
                 if ph == "diverged":
                     assert r["sharp_ratio"][s][i] is None or math.isnan(r["sharp_ratio"][s][i])
-        lo, hi = r["catapult_to_diverged"]
-        assert 2 < lo < hi
-    # the ReLU network tolerates larger steps than the linear one (paper: ~12 vs 4)
+        for lo, hi in r["catapult_to_diverged"]:
+            assert 2 < lo < hi
+    # the ReLU network tolerates larger steps than the linear one (paper: ~12 vs 4), seed by seed
     acts = res["activations"]
-    assert acts["relu"]["catapult_to_diverged"][0] > acts["linear"]["catapult_to_diverged"][0]
+    for (lo_relu, _), (_, hi_linear) in zip(acts["relu"]["catapult_to_diverged"],
+                                            acts["linear"]["catapult_to_diverged"]):
+        assert lo_relu >= hi_linear

@@ -34,9 +34,9 @@ wide hidden layer (linear or ReLU), loss mean((f − y)²), PyTorch's default (s
 GD. The lr grid is a multiple of each network's own λ₀, measured with `wb.curvature`; the grid runs through
 `wb.sweep` (a Dask `LocalCluster` in full mode, in-process in quick mode).
 
-**Run time** on a laptop CPU: full mode (width 512, 256 examples, 300 steps, 2 activations × 3 seeds × 17 step
-sizes) ≈ 5–8 minutes; quick mode (`WORKBENCH_QUICK=1`: width 256, 128 examples, 200 steps, one seed, 9 step
-sizes) ≈ 1 minute.
+**Run time** on a 2-core laptop CPU: full mode (width 512, 256 examples, 300 steps, 2 activations × 3 seeds × 17
+step sizes = 102 runs) ≈ 3–5 minutes; quick mode (`WORKBENCH_QUICK=1`: width 256, 128 examples, 200 steps, one
+seed, 9 step sizes) ≈ 1 minute.
 """)
 
 code(r"""
@@ -182,9 +182,9 @@ for ph in PHASES:
                     marker=dict(color=COLORS[ph], symbol=SYMBOLS[ph], size=14, line=dict(width=1, color="white")))
 fig.add_vline(x=2, line_dash="dash", line_color="gray", annotation_text="ηλ0 = 2", annotation_position="top")
 fig.add_vline(x=4, line_dash="dot", line_color="gray", annotation_text="4 (theory, 2-layer linear)",
-              annotation_position="bottom right")
+              annotation_position="top right")
 fig.update_xaxes(type="log", title_text="η·λ0 (step size × initial sharpness, dimensionless)",
-                 tickvals=[1, 1.5, 2, 3, 4, 6, 8, 12])
+                 tickvals=[1, 1.5, 2, 3, 4, 6, 8, 12], range=[np.log10(0.85), np.log10(max(FACTORS) * 1.15)])
 fig.update_yaxes(title_text="network · initialisation seed", autorange="reversed")
 fig.update_layout(title="Phase diagram of full-batch GD (teacher-student, MSE)", height=200 + 45 * len(rows),
                   width=950, legend=dict(title="phase", orientation="h", y=-0.35), margin=dict(b=120))
@@ -250,9 +250,9 @@ for r, act in enumerate(ACTIVATIONS, start=1):
         if a != act:
             continue
         ph = SUMMARY[act, 0]["phase"][FACTORS.index(f)]
-        kw = dict(line=dict(color=COLORS[ph]), legendgroup=ph, showlegend=r == 1)
+        kw = dict(line=dict(color=COLORS[ph], dash="solid" if act == "relu" else "dot"), legendgroup=f"{act}{f}")
         lr = f / LAM0[act, 0]
-        fig.add_scatter(x=rec.step, y=rec.loss, name=f"ηλ0 = {f:g} ({ph})" if r == 1 else ph, row=r, col=1, **kw)
+        fig.add_scatter(x=rec.step, y=rec.loss, name=f"{act}, ηλ0 = {f:g} ({ph})", row=r, col=1, **kw)
         fig.add_scatter(x=rec.sharpness_step, y=rec.sharpness * lr / 2, row=r, col=2, name=ph,
                         **{**kw, "showlegend": False})
     fig.add_hline(y=1, line_dash="dash", line_color="black", row=r, col=2)
@@ -323,11 +323,11 @@ also end at a higher training loss: `final_loss` in the RESULTS line is the fina
 """)
 
 code(r"""
-def bracket(values, lo_phase, hi_phase):
-    # (largest factor in lo_phase, smallest factor in hi_phase) over all seeds
-    lo = max((f for v in values for f, ph in zip(FACTORS, v) if ph == lo_phase), default=float("nan"))
-    hi = min((f for v in values for f, ph in zip(FACTORS, v) if ph == hi_phase), default=float("nan"))
-    return lo, hi
+def bracket(phases, lo_phase, hi_phase):
+    # (largest factor in lo_phase, smallest factor in hi_phase) of one seed's row of phases
+    lo = max((f for f, ph in zip(FACTORS, phases) if ph == lo_phase), default=float("nan"))
+    hi = min((f for f, ph in zip(FACTORS, phases) if ph == hi_phase), default=float("nan"))
+    return [lo, hi]
 
 
 def ordered(phases):
@@ -337,16 +337,17 @@ def ordered(phases):
 
 PAPER_UPPER = {"linear": "4 (theory, 2-layer linear net)", "relu": "≈ 12 (experiments, ReLU nets)"}
 results = {"factors": FACTORS, "seeds": list(SEEDS), "steps": STEPS, "width": WIDTH, "activations": {}}
-print(f"{'':8s}{'lazy→catapult':>16s} {'paper':>6s}   {'catapult→diverged':>18s}  paper")
+print("boundaries per seed (last factor of one phase … first factor of the next)")
+print(f"{'':8s}{'lazy→catapult':>24s} {'paper':>6s}   {'catapult→diverged':>24s}  paper")
 for act in ACTIVATIONS:
-    phases = [SUMMARY[act, s]["phase"] for s in SEEDS]
-    a, b = bracket(phases, "lazy", "catapult")
-    c, d = bracket(phases, "catapult", "diverged")
-    print(f"{act:8s}{f'{a:g} … {b:g}':>16s} {'2':>6s}   {f'{c:g} … {d:g}':>18s}  {PAPER_UPPER[act]}")
+    lc = [bracket(SUMMARY[act, s]["phase"], "lazy", "catapult") for s in SEEDS]
+    cd = [bracket(SUMMARY[act, s]["phase"], "catapult", "diverged") for s in SEEDS]
+    fmt = lambda br: ", ".join(f"{a:g}…{b:g}" for a, b in br)
+    print(f"{act:8s}{fmt(lc):>24s} {'2':>6s}   {fmt(cd):>24s}  {PAPER_UPPER[act]}")
     results["activations"][act] = {k: [SUMMARY[act, s][k] for s in SEEDS]
                                    for k in ("phase", "peak", "rise", "final_loss", "sharp_ratio", "lam_T_over_lam0")}
-    results["activations"][act].update(lam0=[LAM0[act, s] for s in SEEDS], lazy_to_catapult=[a, b],
-                                       catapult_to_diverged=[c, d])
+    results["activations"][act].update(lam0=[LAM0[act, s] for s in SEEDS], lazy_to_catapult=lc,
+                                       catapult_to_diverged=cd)
 results["relu_activation_stats"] = ACT_STATS
 print()
 for act in ACTIVATIONS:
