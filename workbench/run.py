@@ -14,7 +14,7 @@ import platform
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,22 +22,41 @@ import torch
 import xarray as xr
 
 from . import optim as _optim
-from ._validate import check_float, check_int, resolve_device
+from ._validate import check_bool, check_choice, check_float, check_int, resolve_device
 from .params import validate_params
 from .probes.base import Probe, ProbeContext, as_numpy
 from .problems import Problem
 from .records import SCHEMA_VERSION
 
-__all__ = ["train", "Run", "RunCrashed", "STATUSES"]
+__all__ = ["train", "Run", "RunCrashed", "STATUSES", "PRECISIONS"]
 
 STATUSES = ("pending", "running", "finished", "diverged", "stopped", "crashed")
+PRECISIONS = ("float32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CUDA_SYNC_EVERY = 16     # default sync_every on CUDA (1 elsewhere)
 
 STEP_VARS = {
     "loss": ("training loss", "loss at θ_t on the batch used for update t (the full training set for batch_size=None)"),
     "lr": ("learning rate", "learning rate used for update t (after schedule and hot swaps)"),
     "grad_norm": ("gradient norm", "‖∇L(θ_t)‖ of the batch gradient used for update t"),
-    "wall_time": ("wall time", "seconds since the run started, at the end of step t (probe time included)"),
+    "wall_time": ("wall time", "seconds since the run started, at the end of step t (probe time included; with "
+                  "sync_every > 1, when step t was queued on the device, which finishes it by the next sync)"),
 }
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _tensors(batch) -> tuple:
+    """A batch (a tensor, or a tuple/list of tensors) as a tuple of tensors."""
+    if torch.is_tensor(batch):
+        return (batch,)
+    out = tuple(batch)
+    bad = [type(b).__name__ for b in out if not torch.is_tensor(b)]
+    if bad:
+        raise ValueError(f"training batches must be tuples of tensors; found {bad}")
+    return out
 
 
 class RunCrashed(RuntimeError):
@@ -90,14 +109,17 @@ class Run:
     ``status`` is one of pending | running | finished | diverged | stopped | crashed. ``record`` builds the
     xarray record from whatever has been recorded so far (safe to call while running). ``stop()`` is honoured
     before the next step; ``hot_swap(...)`` changes the learning rate, any hyperparameter or the optimizer itself
-    between two steps.
+    between two steps. The keyword arguments are those of :func:`train` (``microbatch``, ``sync_every``,
+    ``precision``, ``compile`` and ``channels_last`` are described there).
     """
 
     def __init__(self, problem: Problem, optimizer: str = "gd", lr: float | None = None, steps: int = 100,
                  batch_size: int | None = None, seed: int = 0, device: Any = "auto",
                  probes: Sequence[Probe] = (), callback: Callable[[dict], Any] | None = None,
                  schedule: str = "constant", warmup: int = 0, min_lr_ratio: float = 0.0,
-                 max_loss: float | None = None, progress: bool | None = None, **hparams):
+                 max_loss: float | None = None, progress: bool | None = None, microbatch: int | None = None,
+                 sync_every: int | None = None, precision: str = "float32", compile: bool = False,
+                 channels_last: bool | None = None, **hparams):
         if not isinstance(problem, Problem):
             raise ValueError(f"problem must be a workbench Problem (from wb.problems.make); got {type(problem).__name__}")
         self.problem = problem
@@ -107,6 +129,12 @@ class Run:
         self.batch_size = check_int("batch_size", batch_size, 1, n_train, allow_none=True)
         if self.batch_size == n_train:
             self.batch_size = None
+        self.microbatch = check_int("microbatch", microbatch, 1, None, allow_none=True)
+        sync_every = check_int("sync_every", sync_every, 1, 10**6, allow_none=True)
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        self.compile = check_bool("compile", compile)
+        if channels_last is not None:
+            channels_last = check_bool("channels_last", channels_last)
         sched = validate_params(_optim.SCHEDULE_PARAMS, {"schedule": schedule, "warmup": warmup,
                                                           "min_lr_ratio": min_lr_ratio}, owner="train")
         self.schedule = sched
@@ -116,9 +144,15 @@ class Run:
         self.callback = callback
         self.progress = progress
         self.device = resolve_device(device)
+        self.sync_every = sync_every if sync_every is not None else \
+            (CUDA_SYNC_EVERY if self.device.type == "cuda" else 1)
+        if self.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"precision='fp16' needs a CUDA device (it trains with a GradScaler); got device="
+                             f"{str(self.device)!r}: use precision='bf16' or 'float32' there")
         spec = _optim.spec(optimizer)
         if lr is not None:
             hparams["lr"] = lr
+        self._check_precision_optimizer(spec)
         self.optimizer_name = spec.name
         self.hparams = spec.validate(hparams)
 
@@ -137,6 +171,16 @@ class Run:
             self._slots.append(_ProbeSlot(p, name))
 
         self.model = problem.copy_model().to(self.device)
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d)
+                                                               for m in self.model.modules())
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # the training forward (compiled if asked); probes and curvature always use the plain module self.model
+        self._train_model = torch.compile(self.model) if self.compile else self.model
+        self._autocast_dtype = _AUTOCAST_DTYPES.get(self.precision)
+        self._scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = _optim.make(self.optimizer_name, self.params, **self.hparams)
         self.base_lr = self.hparams["lr"]
@@ -159,6 +203,10 @@ class Run:
             "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed, "device": str(self.device),
             "schedule": dict(sched), "max_loss": self.max_loss,
             "probes": [s.probe.config() for s in self._slots],
+            "precision": self.precision, "microbatch": self.microbatch, "sync_every": self.sync_every,
+            "compile": self.compile, "channels_last": self.channels_last,
+            "param_dtypes": sorted({_dtype_name(p.dtype) for p in self.model.parameters()}),
+            "data_dtypes": [_dtype_name(t.dtype) for t in _tensors(problem.data("train", max_samples=1))],
         }
 
     # -- control -------------------------------------------------------------------------------------------
@@ -177,6 +225,7 @@ class Run:
         """
         name = self.optimizer_name if optimizer is None else optimizer
         spec = _optim.spec(name)
+        self._check_precision_optimizer(spec)
         base = dict(self.hparams) if name == self.optimizer_name else {}
         if name != self.optimizer_name and "lr" not in hparams:
             base["lr"] = self.base_lr
@@ -261,17 +310,114 @@ class Run:
             self.status = status
         self._done.set()
 
-    def _batches(self, x, y, gen):
-        n = x.shape[0]
+    def _batches(self, data: tuple, gen: torch.Generator):
+        """Endless training batches. Mini-batches: a fresh permutation per epoch from the CPU generator ``gen``
+        (the same sequence on every device), moved to the data's device once per epoch (asynchronously from
+        pinned memory on CUDA); each batch is one gather on the device."""
+        n = data[0].shape[0]
         if self.batch_size is None:
             while True:
-                yield x, y
+                yield data
         bs = self.batch_size
+        dev = data[0].device
         while True:
-            perm = torch.randperm(n, generator=gen).to(x.device)
+            perm = torch.randperm(n, generator=gen)
+            perm = perm.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else perm.to(dev)
             for i in range(0, n - bs + 1, bs):     # drop the last partial batch: equal-size steps
                 idx = perm[i:i + bs]
-                yield x[idx], y[idx]
+                yield tuple(d[idx] for d in data)
+
+    def _train_data(self) -> tuple:
+        """The training split as a tuple of tensors on the run's device (4-D float inputs in channels_last)."""
+        data = _tensors(self.problem.data("train", device=self.device))
+        if not data or any(d.dim() == 0 or d.shape[0] != data[0].shape[0] for d in data):
+            raise ValueError(f"problem {self.problem.name!r}: training data must be tensors with the same number of "
+                             f"examples along dim 0; got shapes {[tuple(d.shape) for d in data]}")
+        if self.channels_last:
+            data = tuple(d.contiguous(memory_format=torch.channels_last) if d.dim() == 4 and d.is_floating_point()
+                         else d for d in data)
+        return data
+
+    # -- one logical batch: microbatches, autocast, gradient scaling ---------------------------------------
+    def _chunks(self, batch: tuple) -> list[tuple]:
+        """``batch`` split along dim 0 into chunks of at most ``microbatch`` examples (views, no copies)."""
+        n = batch[0].shape[0]
+        if self.microbatch is None or n <= self.microbatch:
+            return [batch]
+        parts = [torch.split(d, self.microbatch) for d in batch]
+        return [tuple(p[i] for p in parts) for i in range(len(parts[0]))]
+
+    def _forward(self, chunk: tuple, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """The problem's mean loss on ``chunk`` (autocast in bf16/fp16; the compiled forward if compile=True)."""
+        ctx = torch.autocast(self.device.type, dtype=self._autocast_dtype) if self._autocast_dtype is not None \
+            else nullcontext()
+        with ctx:
+            return self.problem.loss(self._train_model if model is None else model, chunk)
+
+    def _backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
+        (loss if self._scaler is None else self._scaler.scale(loss)).backward(create_graph=create_graph)
+
+    def _accumulate(self, chunks: list[tuple], backward: bool = True, create_graph: bool = False,
+                    model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Mean loss over the chunks, each weighted by its share n_i / n of the examples, back-propagated chunk
+        by chunk (so the accumulated gradients are the whole batch's); returns the (detached) total."""
+        n = sum(c[0].shape[0] for c in chunks)
+        total = None
+        for c in chunks:
+            w = c[0].shape[0] / n
+            loss = self._forward(c, model)
+            if backward:
+                self._backward(loss * w, create_graph=create_graph)
+            part = loss.detach() * w
+            total = part if total is None else total + part
+        return total
+
+    def _closure(self, batch: tuple):
+        chunks = self._chunks(batch)
+
+        def closure(backward: bool = True, create_graph: bool = False):
+            # backward=False: forward only (zeroth-order); create_graph: Hessian refresh (Sophia, AdaHessian),
+            # through the plain module (torch.compile does not support double backward)
+            self.optimizer.zero_grad(set_to_none=True)
+            model = self.model if create_graph else None
+            if len(chunks) == 1:
+                l_ = self._forward(batch, model)
+                if backward:
+                    self._backward(l_, create_graph=create_graph)
+                return l_
+            return self._accumulate(chunks, backward=backward, create_graph=create_graph, model=model)
+        return closure
+
+    def _optimizer_step(self, batch: tuple) -> None:
+        if self.spec.needs_closure:
+            self.optimizer.step(self._closure(batch))
+        elif self._scaler is not None:
+            self._scaler.step(self.optimizer)     # gradients were unscaled before the norm; skips inf/nan steps
+            self._scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _grads(self) -> list[torch.Tensor]:
+        if self._scaler is not None:
+            self._scaler.unscale_(self.optimizer)
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+
+    def _grad_norm(self, grads) -> torch.Tensor:
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+    def _params_finite(self) -> torch.Tensor:
+        """A device-side bool: every parameter entry is finite (one fused max-abs norm per dtype, no sync)."""
+        ps = [p.detach() for p in self.params if p.numel()]
+        if not ps:
+            return torch.ones((), dtype=torch.bool, device=self.device)
+        return torch.isfinite(torch.stack(torch._foreach_norm(ps, math.inf)).max())
+
+    def _check_precision_optimizer(self, spec) -> None:
+        if self.precision == "fp16" and spec.needs_closure:
+            raise ValueError(f"optimizer={spec.name!r} steps through a closure, which torch's GradScaler does not "
+                             "support: precision='fp16' accepts closure-free optimizers only; use precision='bf16'")
 
     def _apply_pending(self):
         with self._lock:
@@ -350,75 +496,49 @@ class Run:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
-            x, y = self.problem.data("train", device=dev)
-            batches = self._batches(x, y, gen)
+            batches = self._batches(self._train_data(), gen)
             ctx = ProbeContext(self)
             with isolated(self.model, self.params):
                 for slot in self._slots:
                     slot.probe.setup(ctx)
                     slot.vars = slot.probe.variables(ctx)
-            bar = None
+            self._bar = None
             if show_progress:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=self.steps, desc=f"{self.problem.name} · {self.optimizer_name}", leave=False)
-            loss_ref = None
-            last_bar = 0.0
+                self._bar = tqdm(total=self.steps, desc=f"{self.problem.name} · {self.optimizer_name}", leave=False)
+            self._last_bar = 0.0
+            self._window: list[tuple] = []     # steps done on the device whose values are not fetched yet
+            self._limit: float | None = None   # divergence limit on the loss (host copy)
+            self._limit_t: torch.Tensor | None = None   # ... and on the device
+            # the device-side values travel in float64 (exact copies of float32 losses and norms); MPS has none
+            self._acc_dtype = torch.float32 if dev.type == "mps" else torch.float64
             try:
-                for t in range(self.steps):
-                    if self._stop.is_set():
-                        break
-                    self.step = t
-                    if self._pending:
-                        self._apply_pending()
-                    lr = self._set_lr(t)
-                    batch = next(batches)
-                    self.model.train()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss_t = self.problem.loss(self.model, batch)
-                    loss = float(loss_t.detach())
-                    if loss_ref is None:
-                        loss_ref = abs(loss) if math.isfinite(loss) else 1.0
-                    limit = self.max_loss if self.max_loss is not None else 1e8 * max(1.0, loss_ref)
-                    if not math.isfinite(loss) or loss > limit:
-                        self._append_step(loss, lr, math.nan)
-                        self.diverged_at = t
-                        self._finish_loop("diverged")
+                try:
+                    for t in range(self.steps):
+                        due = any(s.probe.due(t) for s in self._slots)
+                        if self._window and (due or self._stop.is_set() or self._pending
+                                             or len(self._window) >= self.sync_every):
+                            if self._flush():
+                                return
+                        if self._stop.is_set():
+                            break
+                        self.step = t
+                        if self._pending:
+                            self._apply_pending()
+                        if self._step(t, ctx, batches, immediate=due or self.sync_every == 1):
+                            return
+                    if self._flush():
                         return
-                    loss_t.backward()
-                    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-                    gnorm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
-                    ctx.step, ctx.final, ctx.batch, ctx.loss = t, False, batch, loss
-                    ctx._grad = None
-                    if any(s.probe.due(t) for s in self._slots):
-                        ctx._grad = torch.cat([g.detach().reshape(-1) for g in grads])
-                    results = self._probe(ctx, t, final=False)
-                    if self.spec.needs_closure:
-                        def closure(backward: bool = True, create_graph: bool = False):
-                            # backward=False: forward only (zeroth-order); create_graph: Hessian refresh (Sophia)
-                            self.optimizer.zero_grad(set_to_none=True)
-                            l_ = self.problem.loss(self.model, batch)
-                            if backward:
-                                l_.backward(create_graph=create_graph)
-                            return l_
-                        self.optimizer.step(closure)
-                    else:
-                        self.optimizer.step()
-                    rows = self._store_probe(ctx, results, t)
-                    params_finite = bool(torch.stack([torch.isfinite(p.detach()).all() for p in self.params]).all())
-                    self._append_step(loss, lr, gnorm)
-                    if self.callback is not None:
-                        if self.callback({"step": t, "loss": loss, "lr": lr, "grad_norm": gnorm, **rows}) is False:
-                            self._stop.set()
-                    if not params_finite:
-                        self.diverged_at = t + 1
-                        self._finish_loop("diverged")
+                except BaseException as exc:
+                    # a step queued after an unnoticed divergence may fail on non-finite values: fetch the window
+                    # first, and report the divergence it holds instead of the error it caused
+                    try:
+                        diverged = self._flush()
+                    except Exception:
+                        diverged = False
+                    if diverged and isinstance(exc, Exception):
                         return
-                    if bar is not None:
-                        bar.update(1)
-                        now = time.perf_counter()
-                        if now - last_bar > 0.2:
-                            bar.set_postfix(loss=f"{loss:.4g}")
-                            last_bar = now
+                    raise
                 self.step = len(self._hist["loss"])
                 # final probes at θ_T
                 ctx.step, ctx.final, ctx.batch, ctx._grad = self.step, True, None, None
@@ -426,20 +546,118 @@ class Run:
                     self._store_probe(ctx, self._probe(ctx, self.step, final=True), self.step, final=True)
                 self._finish_loop("stopped" if self._stop.is_set() and self.step < self.steps else "finished")
             finally:
-                if bar is not None:
-                    bar.close()
+                if self._bar is not None:
+                    self._bar.close()
+
+    def _step(self, t: int, ctx: ProbeContext, batches, immediate: bool) -> bool:
+        """Update t. ``immediate``: fetch loss, gradient norm and the divergence check now (probe steps, and
+        every step when sync_every=1); otherwise they stay on the device in the window until the next sync.
+        Returns True when the run diverged (and is finished)."""
+        lr = self._set_lr(t)
+        batch = next(batches)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        chunks = self._chunks(batch)
+        if len(chunks) == 1:
+            loss_t = self._forward(batch)          # backward after the divergence check
+        else:
+            loss_t = self._accumulate(chunks)      # forward + backward chunk by chunk
+        if not immediate:
+            loss_d = loss_t.detach().to(self._acc_dtype)
+            if self._limit_t is None:
+                if self._limit is not None:
+                    self._limit_t = torch.tensor(self._limit, dtype=self._acc_dtype, device=self.device)
+                elif self.max_loss is not None:
+                    self._limit_t = torch.tensor(self.max_loss, dtype=self._acc_dtype, device=self.device)
+                else:   # 1e8 * max(1, |first loss|), |first loss| read as 1 when it is not finite
+                    ref = torch.where(torch.isfinite(loss_d), loss_d.abs(), torch.ones_like(loss_d))
+                    self._limit_t = 1e8 * ref.clamp_min(1.0)
+            bad = ~torch.isfinite(loss_d) | (loss_d > self._limit_t)
+            if len(chunks) == 1:
+                self._backward(loss_t)
+            gnorm_d = self._grad_norm(self._grads())
+            self._optimizer_step(batch)
+            vals = torch.stack([loss_d, gnorm_d.to(self._acc_dtype), bad.to(self._acc_dtype),
+                                self._params_finite().to(self._acc_dtype)])
+            self._window.append((t, lr, self.optimizer_name, time.perf_counter() - self._t0, vals))
+            return False
+
+        loss = float(loss_t.detach())
+        if self._limit is None:
+            if self._limit_t is not None:
+                self._limit = float(self._limit_t)
+            elif self.max_loss is not None:
+                self._limit = self.max_loss
+            else:
+                self._limit = 1e8 * max(1.0, abs(loss) if math.isfinite(loss) else 1.0)
+        if not math.isfinite(loss) or loss > self._limit:
+            self._append_step(loss, lr, math.nan)
+            self.diverged_at = t
+            self._finish_loop("diverged")
+            return True
+        if len(chunks) == 1:
+            self._backward(loss_t)
+        grads = self._grads()
+        gnorm = float(self._grad_norm(grads)) if grads else 0.0
+        ctx.step, ctx.final, ctx.batch, ctx.loss = t, False, batch, loss
+        ctx._grad = None
+        if any(s.probe.due(t) for s in self._slots):
+            ctx._grad = torch.cat([g.detach().reshape(-1) for g in grads])
+        results = self._probe(ctx, t, final=False)
+        self._optimizer_step(batch)
+        rows = self._store_probe(ctx, results, t)
+        params_finite = bool(self._params_finite())
+        self._commit(t, loss, lr, gnorm, rows)
+        if not params_finite:
+            self.diverged_at = t + 1
+            self._finish_loop("diverged")
+            return True
+        return False
+
+    def _flush(self) -> bool:
+        """Fetch the window's values (one host sync) and commit its steps in order; True when one of them
+        diverged (the steps after it are dropped: the record ends as if the run had stopped there)."""
+        if not self._window:
+            return False
+        window, self._window = self._window, []
+        values = torch.stack([w[-1] for w in window]).tolist()
+        for (t, lr, opt_name, wall, _), (loss, gnorm, bad, finite) in zip(window, values):
+            if bad:
+                self._append_step(loss, lr, math.nan, wall=wall, optimizer=opt_name)
+                self.diverged_at = t
+                self._finish_loop("diverged")
+                return True
+            self._commit(t, loss, lr, gnorm, {}, wall=wall, optimizer=opt_name)
+            if not finite:
+                self.diverged_at = t + 1
+                self._finish_loop("diverged")
+                return True
+        return False
+
+    def _commit(self, t, loss, lr, gnorm, rows, wall=None, optimizer=None):
+        """Record step t, hand it to the callback and advance the progress bar."""
+        self._append_step(loss, lr, gnorm, wall=wall, optimizer=optimizer)
+        if self.callback is not None:
+            if self.callback({"step": t, "loss": loss, "lr": lr, "grad_norm": gnorm, **rows}) is False:
+                self._stop.set()
+        if self._bar is not None:
+            self._bar.update(1)
+            now = time.perf_counter()
+            if now - self._last_bar > 0.2:
+                self._bar.set_postfix(loss=f"{loss:.4g}")
+                self._last_bar = now
 
     @property
     def spec(self):
         return _optim.spec(self.optimizer_name)
 
-    def _append_step(self, loss, lr, gnorm):
+    def _append_step(self, loss, lr, gnorm, wall=None, optimizer=None):
         with self._lock:
             self._hist["loss"].append(loss)
             self._hist["lr"].append(lr)
             self._hist["grad_norm"].append(gnorm)
-            self._hist["wall_time"].append(time.perf_counter() - self._t0)
-            self._hist["optimizer"].append(self.optimizer_name)
+            self._hist["wall_time"].append(time.perf_counter() - self._t0 if wall is None else wall)
+            self._hist["optimizer"].append(self.optimizer_name if optimizer is None else optimizer)
 
     def _finish_loop(self, status):
         self._finish(status)
@@ -490,7 +708,11 @@ class Run:
         attrs = {
             "workbench_schema": SCHEMA_VERSION, "config": json.dumps(self.config, default=str),
             "problem": self.problem.name, "optimizer": self.config["optimizer"], "seed": self.seed,
-            "device": str(self.device), "status": status, "steps_requested": self.steps, "steps_done": n,
+            "device": str(self.device), "precision": self.precision,
+            "param_dtypes": ",".join(self.config["param_dtypes"]), "data_dtypes": ",".join(self.config["data_dtypes"]),
+            "microbatch": -1 if self.microbatch is None else self.microbatch, "sync_every": self.sync_every,
+            "compile": int(self.compile), "channels_last": int(self.channels_last),
+            "status": status, "steps_requested": self.steps, "steps_done": n,
             "diverged_at": -1 if self.diverged_at is None else self.diverged_at,
             "events": json.dumps(events, default=str),
             "versions": json.dumps({"workbench": workbench.__version__, "torch": torch.__version__,
@@ -517,6 +739,31 @@ def train(problem: Problem, optimizer: str = "gd", lr: float | None = None, step
 
     A run diverges when the loss or the parameters become non-finite, or the loss exceeds ``max_loss``
     (default 1e8 × max(1, initial loss)); everything before is kept. The problem's own model is not modified.
+
+    Speed settings (keyword arguments; each is recorded in the record's config and attrs, with the device and the
+    parameter and data dtypes):
+
+    * ``microbatch`` (int ≥ 1 or None): build each logical batch (the full training set for
+      ``batch_size=None``) from chunks of at most ``microbatch`` examples, every tensor of the batch split along
+      dim 0. The loss is Σ_i n_i/n · L_i with one backward per chunk, so the gradient equals the whole batch's
+      (up to rounding; BatchNorm statistics and dropout masks are per chunk). Closure optimizers (SAM, Sophia,
+      zeroth-order, ...) get a closure that microbatches too.
+    * ``sync_every`` (int ≥ 1 or None = 1 on CPU/MPS, 16 on CUDA): loss, gradient norm and the divergence flags
+      (loss finite and below the limit, parameters finite) stay on the device and are fetched once every
+      ``sync_every`` steps, and whenever a probe is due, a hot swap is pending, a stop is requested, and at the
+      end. The record is the same as with ``sync_every=1``: a divergence inside the window ends the record at
+      the diverged step (``diverged_at`` as with 1). The callback gets every step's dict in order, up to
+      ``sync_every - 1`` steps late, so a callback's ``False`` (or a hot swap it asks for) takes effect at the
+      next sync: the steps already queued are recorded. After a divergence inside the window the model itself
+      may hold up to ``sync_every - 1`` unrecorded updates. ``sync_every=1`` is the step-by-step loop.
+    * ``precision`` ("float32" | "bf16" | "fp16"): ``torch.autocast`` around the forward and loss of training
+      steps only (parameters, optimizer state, probes and curvature stay in the parameters' dtype). "fp16" needs
+      CUDA and trains with a ``GradScaler`` (which checks for overflow on the host every step, and does not
+      support closure optimizers); "bf16" works on every device.
+    * ``compile`` (bool): ``torch.compile`` the training forward; probes and the Hessian refresh of
+      Sophia/AdaHessian use the plain module (same parameters).
+    * ``channels_last`` (bool or None = True on CUDA for models with a Conv2d): model and 4-D inputs in
+      ``torch.channels_last`` memory format.
     """
     run = Run(problem, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed, device=device,
               probes=probes, callback=callback, **kwargs)
