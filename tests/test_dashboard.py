@@ -278,7 +278,7 @@ def test_presets_fill_valid_controls(dash, name):
     assert dash.problem_select.value == p["problem"] and dash.optimizer_select.value == p["optimizer"]
     prob, run = dash._collect()
     assert run.hparams["lr"] == p["hparams"]["lr"] and run.steps == p["run"]["steps"]
-    assert run.batch_size is None
+    assert run.batch_size == p["run"]["batch_size"]
     assert set(run.probe_names) - {"trajectory"} == set(p["probes"])
     for k, v in p["problem_options"].items():
         assert prob.options[k] == v
