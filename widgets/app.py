@@ -32,9 +32,10 @@ def create_app(results_dir: str | Path = "results", problems=()):
 
 def _warm_up():
     """A few steps of a toy run before serving, so the first Run of the first session does not pay for lazy
-    imports and first-call initialisation (measured: ~1-2 s on the first click otherwise); the problem sizes for the
-    problem list are looked up in a background thread meanwhile (several seconds: some problems build their data
-    to count it), so the first session rarely waits for them and the server does not wait at all."""
+    imports and first-call initialisation (measured: ~1-2 s on the first click otherwise); meanwhile a thread looks
+    up the problem sizes for the problem list (seconds: some problems build their data or model to count it). Both
+    finish before the server listens, so no session waits for them (a page request that waited would be retried
+    and pile up behind it)."""
     import workbench as wb
 
     from .catalog import problem_info
@@ -46,7 +47,8 @@ def _warm_up():
             except Exception:  # the problem list shows it without a size
                 pass
 
-    threading.Thread(target=sizes, name="workbench-sizes", daemon=True).start()
+    sizer = threading.Thread(target=sizes, name="workbench-sizes", daemon=True)
+    sizer.start()
     try:
         from . import views
         prob = wb.problems.make("rosenbrock")
@@ -56,6 +58,7 @@ def _warm_up():
         views.loss_figure(views.RunTracker(run).snapshot())
     except Exception:  # warming up is an optimisation only
         pass
+    sizer.join(300)
 
 
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, results_dir: str | Path = "results",
