@@ -180,14 +180,16 @@ for ph in PHASES:
                 texts.append(f"ηλ0={f:g}<br>max L / L0 = {s['peak'][i]:.3g}<br>λ_T / (2/η) = {s['sharp_ratio'][i]:.2f}")
     fig.add_scatter(x=xs, y=ys, mode="markers", name=ph, text=texts, hoverinfo="text",
                     marker=dict(color=COLORS[ph], symbol=SYMBOLS[ph], size=14, line=dict(width=1, color="white")))
-fig.add_vline(x=2, line_dash="dash", line_color="gray", annotation_text="ηλ0 = 2", annotation_position="top")
-fig.add_vline(x=4, line_dash="dot", line_color="gray", annotation_text="4 (theory, 2-layer linear)",
-              annotation_position="top right")
+fig.add_vline(x=2, line_dash="dash", line_color="gray")
+fig.add_vline(x=4, line_dash="dot", line_color="gray")
+for x, text in ((2, "ηλ0 = 2"), (4, "4: theory's bound, 2-layer linear")):
+    # annotations on a log axis take log10 coordinates
+    fig.add_annotation(x=np.log10(x), y=1.0, yref="paper", yanchor="bottom", text=text, showarrow=False)
 fig.update_xaxes(type="log", title_text="η·λ0 (step size × initial sharpness, dimensionless)",
                  tickvals=[1, 1.5, 2, 3, 4, 6, 8, 12], range=[np.log10(0.85), np.log10(max(FACTORS) * 1.15)])
 fig.update_yaxes(title_text="network · initialisation seed", autorange="reversed")
-fig.update_layout(title="Phase diagram of full-batch GD (teacher-student, MSE)", height=200 + 45 * len(rows),
-                  width=950, legend=dict(title="phase", orientation="h", y=-0.35), margin=dict(b=120))
+fig.update_layout(title="Phase diagram of full-batch GD (teacher-student, MSE)", height=260 + 45 * len(rows),
+                  width=1000, legend=dict(title="phase", x=1.02, y=1), margin=dict(t=100, b=60))
 fig.show()
 """)
 
