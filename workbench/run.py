@@ -48,6 +48,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _dtypes_of(batch) -> list[str]:
+    """The dtypes of the tensors in a batch (a tensor, a tuple/list or a dict of them), in order."""
+    items = (batch,) if torch.is_tensor(batch) else batch.values() if isinstance(batch, dict) else batch
+    return [_dtype_name(t.dtype) for t in items if torch.is_tensor(t)]
+
+
 def _tensors(batch) -> tuple:
     """A batch (a tensor, or a tuple/list of tensors) as a tuple of tensors."""
     if torch.is_tensor(batch):
@@ -206,7 +212,7 @@ class Run:
             "precision": self.precision, "microbatch": self.microbatch, "sync_every": self.sync_every,
             "compile": self.compile, "channels_last": self.channels_last,
             "param_dtypes": sorted({_dtype_name(p.dtype) for p in self.model.parameters()}),
-            "data_dtypes": [_dtype_name(t.dtype) for t in _tensors(problem.data("train", max_samples=1))],
+            "data_dtypes": _dtypes_of(problem.data("train", max_samples=1)),
         }
 
     # -- control -------------------------------------------------------------------------------------------
