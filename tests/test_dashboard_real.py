@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import workbench as wb
 from widgets import Dashboard
@@ -117,6 +119,15 @@ def test_device_change_during_a_run_applies_to_the_next(dash):
 def test_count_text():
     assert [count_text(n) for n in (0, 999, 1000, 1437, 60000, 99_950, 999_500, 10_745_088)] == \
         ["0", "999", "1k", "1.4k", "60k", "100k", "1M", "10.7M"]
+
+
+@given(st.integers(0, 10**11))
+def test_count_text_is_short_and_close(n):
+    text = count_text(n)
+    unit = {"k": 1e3, "M": 1e6, "G": 1e9}.get(text[-1], 1)
+    value = float(text[:-1] if unit != 1 else text) * unit
+    assert len(text) <= 5 and abs(value - n) <= 0.05 * n + 1e-9, text
+    assert not text.startswith("1000")                       # 999,999 is '1M', never '1000k'
 
 
 def test_problem_list_shows_every_problem_with_its_size(dash):
