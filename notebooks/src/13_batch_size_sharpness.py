@@ -33,8 +33,9 @@ s ≤ √(B (n − 1)/(n − B)) / η. The second bound tightens as B shrinks �
 non-uniformity, and with it the sharpness) the minima SGD can stay at.
 
 **Expected figure.** The full-batch sharpness during SGD at one η for several batch sizes, ending lower for smaller
-batches (full-batch GD at 2/η), the mini-batch Hessians' sharpness above it, and Wu et al.'s sharpness /
-non-uniformity diagram with every run inside its own stability region.
+batches (full-batch GD at 2/η), the mini-batch Hessians' sharpness slightly above it, and Wu et al.'s sharpness /
+non-uniformity diagram with the small-batch runs well inside their stability regions and the large-batch runs at
+its edge a = 2/η.
 
 **Setup.** sklearn digits, tanh MLP with two hidden layers, squared loss against one-hot targets, plain SGD at
 η = 0.1 for the same number of steps at each batch size (mini-batches without replacement, reshuffled every
@@ -218,12 +219,29 @@ fig.show()
 """)
 
 md(r"""
+In full mode (two seeds) the final sharpness is 12.4, 17.4, 19.9 and 20.8 for B = 8, 32, 128 and full-batch GD,
+and the trace 232, 359, 424 and 441: the smaller the batch, the flatter the end point, in both measures. The
+large batches end at the edge of stability, a/(2/η) = 0.99–1.00 at B = 128 and 1.03–1.05 for GD (which hovers
+just above 2/η, as in notebook 03); B = 32 ends at 0.87 and B = 8 at 0.62 of 2/η. Wu et al.'s non-uniformity
+condition holds for every run, and it is tightest for the smallest batch (s/s_max = 0.53 at B = 8, 0.36 at 32,
+0.19 at 128), but no run is pushed against it: in this experiment the noise keeps SGD well inside both bounds
+rather than on the boundary of its stability region.
+
+Keskar et al.'s *generalisation gap* does not show here: the test accuracy of the flatter small-batch solutions
+is not higher (full mode, seed means: 0.943 at B = 8 against 0.960 for GD). With equal step counts the small-batch
+runs have seen far fewer epochs (48 at B = 8, 3000 for GD) and end at a higher training loss, and digits is an
+easy task; flatness and test accuracy are separate questions.
+""")
+
+md(r"""
 ## 3. Mini-batch sharpness against full-batch sharpness
 
 The Hessian of a mini-batch of B examples is a noisy, low-rank estimate of H; its top eigenvalue exceeds λ_max(H)
 and approaches it as B grows (random-matrix theory: *Learning Rates as a Function of Batch Size: A Random Matrix
 Theory Approach*, Granziol et al. 2022). Below: over the second half of training, the mean ratio of the
-mini-batch to the full-batch sharpness at each batch size, and the mini-batch sharpness in units of 2/η.
+mini-batch to the full-batch sharpness at each batch size, and the mini-batch sharpness in units of 2/η. In full
+mode the excess is 18% at B = 8, 5% at B = 32 and 1% at B = 128, and the mini-batch sharpness itself, averaged
+over the sampled batches, stays below 2/η at B = 8 (0.75) and B = 32 (0.92).
 """)
 
 code(r"""
