@@ -129,3 +129,4 @@ from . import real as _real  # noqa: E402  (Fashion-MNIST, CIFAR, MNIST-1D, text
 for _name, (_b, _specs, _doc, _info) in _real.PROBLEMS.items():
     register(_name, _b, _specs, _doc, info=_info)
 from .custom import custom  # noqa: E402,F401  (your own model and data as a Problem)
+from . import modular as _modular  # noqa: E402,F401  (registers modular-addition)
