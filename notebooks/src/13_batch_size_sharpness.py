@@ -127,7 +127,7 @@ for col in (1, 2):
     fig.add_hline(y=2 / LR, line=dict(color="gray", dash="dot"), annotation_text="2/η", row=1, col=col)
 fig.update_xaxes(title_text="step")
 fig.update_yaxes(title_text="λ_max(H)", row=1, col=1)
-fig.update_yaxes(title_text="λ_max", type="log", row=1, col=2)
+fig.update_yaxes(title_text="λ_max", row=1, col=2)
 fig.update_layout(height=430, width=1150, legend=dict(orientation="h", y=-0.2),
                   title=f"SGD, η={LR}, seed {seed}")
 fig.show()
