@@ -80,6 +80,8 @@ def test_device_choice_is_recorded_and_shown(dash):
     drive(d)
     assert run.config["device"] == str(resolve_device("auto"))
     assert f"<b>finished</b> on {resolve_device('auto')}" in d.status.object
+    # the Pause/Step gate is the run's callback: the app's runs sync every step on every device
+    assert run.config["sync_every"] == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")

@@ -601,8 +601,11 @@ class Dashboard(pn.viewable.Viewer):
         if rp["batch_size"] is not None and rp["batch_size"] > len(prob.train):
             raise ValueError(f"batch_size={rp['batch_size']} is out of range: at most the {len(prob.train)} "
                              "training examples (empty = full batch)")
+        # sync_every=1: the Pause/Step gate is the run's callback, which a windowed (no-sync) loop would only
+        # consult once per window on CUDA; a live view wants every step anyway
         run = wb.Run(prob, optimizer=self.optimizer_select.value, steps=rp["steps"], seed=rp["seed"],
-                     batch_size=rp["batch_size"], device=device, probes=probes, progress=False, **sched, **hp)
+                     batch_size=rp["batch_size"], device=device, probes=probes, progress=False, sync_every=1,
+                     **sched, **hp)
         return prob, run
 
     def _route(self, exc):
