@@ -31,8 +31,8 @@ for contrast), loss mean((f − y)²), PyTorch's default parametrisation, full-b
 `wb.train(..., warmup=T_w)` (constant after warm-up). Learning rates are quoted as η·λ₀, λ₀ the initial sharpness
 of that network.
 
-**Run time** on a laptop CPU: full mode (width 512, 256 examples, warm-ups of 0/30/100/300 steps followed by 150
-steps at the peak, 12 peak learning rates for ReLU and 6 for tanh) ≈ 5–8 minutes; quick mode
+**Run time** on a 2-core laptop CPU: full mode (width 512, 256 examples, warm-ups of 0/30/100/300 steps followed
+by 150 steps at the peak, 12 peak learning rates for ReLU and 6 for tanh: 72 runs) ≈ 3–5 minutes; quick mode
 (`WORKBENCH_QUICK=1`: width 256, 128 examples, ReLU sweep with warm-ups 0/60 and 6 peak learning rates, tanh curves
 only) ≈ 1–2 minutes.
 """)
@@ -83,8 +83,9 @@ print("quick mode" if QUICK else "full mode", f"| {N_TRAIN} training examples, f
 md(r"""
 ## 1 · One peak learning rate, with and without warm-up
 
-For each network one peak learning rate beyond its no-warm-up catapult range (notebook 11: divergence starts
-between 6/λ₀ and 9/λ₀ for this ReLU network and between 3/λ₀ and 4/λ₀ for tanh) is run with and without warm-up.
+For each network one peak learning rate beyond its no-warm-up catapult range (the sweep in section 2 measures
+that range: without warm-up this ReLU network diverges from 8/λ₀ on, like the ReLU network of notebook 11, and the
+tanh network from 4/λ₀ on) is run with and without warm-up.
 The `Sharpness` probe records λ_t and the stability line 2/η_t at the *current* (warm-up) learning rate.
 """)
 
@@ -174,9 +175,10 @@ networks then deal with it differently (numbers above):
 * **ReLU**: one large catapult soon after the crossing throws the sharpness far *below* the line — the lowest λ_t
   is a small fraction of λ₀ — and the rising η_t never catches up with it again: the median λ_t/(2/η_t) for the
   rest of the warm-up stays well below 1.
-* **tanh**: the sharpness cannot drop that far at once; it stays pinned near the moving line 2/η_t (median
-  λ_t/(2/η_t) close to 1), pushed down by a train of smaller loss spikes, much like gradient descent at the edge of
-  stability with a slowly increasing step size — the sharpness-reduction picture of Kalra & Barkeshli.
+* **tanh**: the sharpness does not drop that far at once; it follows the moving line 2/η_t down, hovering
+  somewhat above it (median λ_t/(2/η_t) a little above 1), pushed down by a train of smaller loss spikes — like
+  gradient descent at the edge of stability with a slowly increasing step size, the sharpness-reduction picture
+  of Kalra & Barkeshli.
 
 In both cases the network arrives at η_peak in a region where η_peak is (close to) a stable step size.
 
@@ -235,7 +237,7 @@ if client is not None:
 
 code(r"""
 nets = list(SWEPT)
-fig = make_subplots(rows=len(nets), cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.14,
+fig = make_subplots(rows=len(nets), cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
                     vertical_spacing=0.16, specs=[[{}, {"rowspan": len(nets)}]] + [[{}, None]] * (len(nets) - 1),
                     subplot_titles=[f"{nets[0]}: final loss / initial loss (✕ = diverged)",
                                     "largest surviving η_peak·λ0 vs warm-up"]
@@ -256,12 +258,14 @@ for r, act in enumerate(nets, start=1):
     fig.add_scatter(x=labels, y=[res["max_surviving"][w] for w in cfg["warmups"]], mode="lines+markers",
                     name=f"{act}: largest surviving", marker=dict(size=10, color=NET_COLORS[act]),
                     line=dict(color=NET_COLORS[act]), row=1, col=2)
-fig.add_hline(y=2, line_dash="dash", line_color="gray", annotation_text="η·λ0 = 2", row=1, col=2)
+fig.add_hline(y=2, line_dash="dash", line_color="gray", row=1, col=2)
+fig.add_annotation(x=0, xanchor="left", y=np.log10(2), yanchor="bottom", text="η·λ0 = 2", showarrow=False,
+                   row=1, col=2)     # annotations on a log axis take log10 coordinates
 fig.update_xaxes(title_text="warm-up steps T_w", type="category", row=1, col=2)
 fig.update_yaxes(title_text="η_peak·λ0", type="log", row=1, col=2)
 fig.update_layout(height=330 + 250 * len(nets), width=1100, legend=dict(orientation="h", y=-0.12),
-                  margin=dict(b=110), coloraxis=dict(colorscale="Viridis", cmin=-3, cmax=0,
-                                                     colorbar=dict(title="log10(L_T/L0)", x=0.54, len=0.8)))
+                  margin=dict(b=110, r=120), coloraxis=dict(colorscale="Viridis", cmin=-3, cmax=0,
+                                                            colorbar=dict(title="log10(L_T/L0)", x=1.02, len=0.8)))
 fig.show()
 """)
 
@@ -297,7 +301,7 @@ for act, cfg in SWEEPS.items():
     gain = ms[wl] / ms[w0] if ms[w0] else float("inf")
     mono = all((ms[a] or 0) <= (ms[b] or 0) for a, b in zip(cfg["warmups"], cfg["warmups"][1:]))
     print(f"warm-up allows larger target learning rates       | {act}: largest surviving η_peak·λ0 "
-          + ", ".join(f"T_w={w}: {ms[w]}" for w in cfg["warmups"]) + f" (×{gain:g})")
+          + ", ".join(f"T_w={w}: {ms[w]}" for w in cfg["warmups"]) + f" (×{gain:.3g})")
     print(f"longer warm-up -> larger maximal target lr        | {act}: non-decreasing in T_w: {mono}")
 for act, st in DEMO_STATS.items():
     print(f"sharpness pushed down as η_t rises in warm-up     | {act} at η_peak·λ0={st['peak']}: median λ_t/(2/η_t) "
