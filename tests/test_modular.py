@@ -94,6 +94,16 @@ def test_problem_registered_with_tensors_of_the_documented_shapes():
     assert out.shape == (5, 23)
 
 
+@pytest.mark.parametrize("opts", [dict(model="mlp", p=13, train_fraction=0.3),
+                                  dict(model="transformer", p=7, operation="div", dim=16, heads=2, mlp_dim=8)])
+def test_info_matches_the_built_problem(opts):
+    info = wb.problems.info("modular-addition", **opts)
+    prob = wb.problems.make("modular-addition", **opts)
+    assert info["n_params"] == prob.n_params and info["data_available"] is True
+    assert (info["n_train"], info["n_test"]) == (len(prob.train), len(prob.test))
+    assert "generated" in info["data_note"]
+
+
 @pytest.mark.parametrize("opts", [dict(p=1), dict(p=1001), dict(p=2.5), dict(train_fraction=0.0),
                                   dict(train_fraction=1.0), dict(train_fraction=-0.1), dict(model="cnn"),
                                   dict(loss="hinge"), dict(operation="pow"), dict(dim=0), dict(heads=0),

@@ -33,7 +33,7 @@ from .base import Problem
 from .models import ACTIVATIONS
 
 __all__ = ["OPERATIONS", "modular_table", "modular_split", "ModularTransformer", "ModularMLP",
-           "modular_transformer", "modular_mlp", "MODULAR_PARAMS", "modular_problem", "is_prime"]
+           "modular_transformer", "modular_mlp", "MODULAR_PARAMS", "modular_problem", "modular_info", "is_prime"]
 
 P_MAX = 1000
 OPERATIONS = {
@@ -90,7 +90,7 @@ def modular_split(p: int, train_fraction: float, seed: int = 0, operation: str =
                                  high_inclusive=False)
     seed = check_int("seed", seed, 0, 2**31 - 1)
     n = x.shape[0]
-    n_train = min(max(int(round(train_fraction * n)), 1), n - 1)
+    n_train = _n_train(n, train_fraction)
     perm = torch.as_tensor(np.random.default_rng(seed).permutation(n))
     tr, te = perm[:n_train], perm[n_train:]
     return x[tr], y[tr], x[te], y[te]
@@ -258,9 +258,34 @@ MODULAR_DOC = ("Modular arithmetic a ∘ b mod p (grokking: Power et al. 2022, N
                "transformer or an embedding MLP; x = (N, 2) tokens, y = residue.")
 
 
+def _n_pairs(p: int, operation: str) -> int:
+    return p * (p - 1) if operation == "div" else p * p
+
+
+def _n_train(n: int, train_fraction: float) -> int:
+    return min(max(int(round(train_fraction * n)), 1), n - 1)
+
+
+def modular_info(o: dict) -> dict:
+    """Size of ``modular-addition`` with validated options ``o`` without building the table (for
+    ``wb.problems.info``)."""
+    p, operation = _check_p(o["p"], o["operation"])
+    n = _n_pairs(p, operation)
+    n_train = _n_train(n, o["train_fraction"])
+    if o["model"] == "transformer":
+        if o["dim"] % o["heads"]:
+            raise ValueError(f"heads={o['heads']} is not accepted: heads must divide dim={o['dim']}")
+        factory = lambda: modular_transformer(p, o["dim"], o["heads"], o["mlp_dim"], o["activation"],
+                                              o["layernorm"], o["init_scale"])
+    else:
+        factory = lambda: modular_mlp(p, o["embed_dim"], o["width"], o["activation"], o["init_scale"])
+    return {"model": factory, "n_train": n_train, "n_test": n - n_train, "data_available": True,
+            "data_note": f"generated in memory: the table of {OPERATIONS[operation]} (no files needed)"}
+
+
 def _register():
     from . import register
-    register("modular-addition", modular_problem, MODULAR_PARAMS, MODULAR_DOC)
+    register("modular-addition", modular_problem, MODULAR_PARAMS, MODULAR_DOC, info=modular_info)
 
 
 _register()
