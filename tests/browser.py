@@ -44,12 +44,13 @@ class AppServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "app", "--port", str(self.port),
                                       "--results-dir", str(tmp_path / "results"), *extra_args],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp_path)
-        deadline = time.time() + 120
+        deadline = time.time() + 300     # a loaded 2-core CI machine can take minutes to import and warm up
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.output()}")
             try:
-                with urllib.request.urlopen(self.url, timeout=5) as r:
+                # a long timeout: each aborted request makes the server build (and then drop) one more session
+                with urllib.request.urlopen(self.url, timeout=60) as r:
                     if r.status == 200:
                         return
             except OSError:

@@ -52,5 +52,5 @@ def test_readme_commands_are_what_ci_runs():
     setup = [b.strip() for b in blocks if "workbench app" in b or ".ci/run" in b]
     assert any("pip install" in b and "workbench app" in b for b in setup), "README needs the install+app command"
     assert any(b == "bash .ci/run" for b in setup), "README's test command must be `bash .ci/run`"
-    assert "python -m pip install" in ci and '"torch==2.13.0" -e ".[dev,dask]"' in ci
+    assert "python -m pip install" in ci and '"torch==2.13.0" -e ".[dev,dask,hf]"' in ci
     assert "python -m pytest" in ci
