@@ -126,4 +126,10 @@ def set_text(page, css, value):
 
 
 def choose(page, css, value):
-    page.locator(f"{css} select").select_option(value)
+    """Select the option shown as ``value``, or whose label starts with ``value`` followed by a space (the problem
+    list labels each problem with its size: "digits-mlp · 55.2k params · ...")."""
+    select = page.locator(f"{css} select")
+    labels = select.locator("option").all_text_contents()
+    exact = [l for l in labels if l == value]
+    prefixed = [l for l in labels if l.startswith(value + " ")]
+    select.select_option(label=(exact or prefixed or [value])[0])
