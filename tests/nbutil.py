@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +28,11 @@ def run_notebook(path: str | os.PathLike, timeout: int = 600, quick: bool = True
         else:
             os.environ["WORKBENCH_QUICK"] = env_backup
     return nb
+
+
+def notebook_results(nb) -> dict:
+    """The JSON of the one ``RESULTS {...}`` line an executed paper-reproduction notebook printed."""
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    lines = [l for l in text.splitlines() if l.startswith("RESULTS ")]
+    assert len(lines) == 1, "the notebook prints exactly one RESULTS line"
+    return json.loads(lines[0][len("RESULTS "):])

@@ -1,18 +1,10 @@
 """Notebook 12 (Cohen et al. 2022, adaptive edge of stability) in quick mode: for full-batch Adam at two learning
 rates the median preconditioned sharpness λ_max(P⁻¹H) over the last 30% of the steps is within 15% of
 (2+2β₁)/((1−β₁)η) = 38/η, while the raw sharpness stays far below 2/η."""
-import json
 
 import pytest
 
-from nbutil import run_notebook
-
-
-def _results(nb):
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    lines = [l for l in text.splitlines() if l.startswith("RESULTS ")]
-    assert len(lines) == 1, "the notebook prints exactly one RESULTS line"
-    return json.loads(lines[0][len("RESULTS "):])
+from nbutil import notebook_results as _results, run_notebook
 
 
 @pytest.mark.slow

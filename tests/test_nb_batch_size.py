@@ -1,18 +1,10 @@
 """Notebook 13 (batch size and sharpness: Keskar et al. 2017, Jastrzębski et al., Wu, Ma & E 2018) in quick mode:
 at one learning rate the final λ_max(H) and tr(H) shrink as the batch shrinks (8 < 32 < 128), every run meets
 Wu et al.'s non-uniformity bound s <= sqrt(B(n-1)/(n-B))/η, and the smallest batch ends well inside a <= 2/η."""
-import json
 
 import pytest
 
-from nbutil import run_notebook
-
-
-def _results(nb):
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    lines = [l for l in text.splitlines() if l.startswith("RESULTS ")]
-    assert len(lines) == 1, "the notebook prints exactly one RESULTS line"
-    return json.loads(lines[0][len("RESULTS "):])
+from nbutil import notebook_results as _results, run_notebook
 
 
 @pytest.mark.slow

@@ -1,21 +1,13 @@
 """Notebook 11 (catapult phase, Lewkowycz et al. 2020) in quick mode: the phase diagram along ηλ0 has the lazy,
 catapult and divergent regions in that order, catapult runs spike above their initial loss and end with sharpness
 below 2/η, lazy runs keep their sharpness."""
-import json
 import math
 
 import pytest
 
-from nbutil import run_notebook
+from nbutil import notebook_results as _results, run_notebook
 
 PHASES = ("lazy", "catapult", "diverged")
-
-
-def _results(nb):
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    lines = [l for l in text.splitlines() if l.startswith("RESULTS ")]
-    assert len(lines) == 1, "the notebook prints exactly one RESULTS line"
-    return json.loads(lines[0][len("RESULTS "):])
 
 
 @pytest.mark.slow

@@ -4,22 +4,14 @@
   it, puts most of the gradient in the top-k Hessian eigenspace (k = 10 classes) over the second half of the run.
 * Notebook 04 in quick mode: the same under SGD (lr 0.1, batch 64), and the contrast — full-batch GD at the same
   step, well inside its stable region, leaves its gradient in the bulk (fraction below the random baseline k/n)."""
-import json
 
 import numpy as np
 import pytest
 
 import workbench as wb
-from nbutil import run_notebook
+from nbutil import notebook_results as _results, run_notebook
 
 PRESET = "tiny subspace (digits, SGD)"
-
-
-def _results(nb):
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    lines = [l for l in text.splitlines() if l.startswith("RESULTS ")]
-    assert len(lines) == 1, "the notebook prints exactly one RESULTS line"
-    return json.loads(lines[0][len("RESULTS "):])
 
 
 @pytest.mark.slow

@@ -1,18 +1,10 @@
 """Notebook 15 (warm-up, Kalra & Barkeshli 2024) in quick mode: a linear warm-up lets full-batch GD survive larger
 peak learning rates than no warm-up; the warm-up run at a peak beyond the catapult range spikes, pushes its
 sharpness down and survives where the same peak without warm-up diverges."""
-import json
 
 import pytest
 
-from nbutil import run_notebook
-
-
-def _results(nb):
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    lines = [l for l in text.splitlines() if l.startswith("RESULTS ")]
-    assert len(lines) == 1, "the notebook prints exactly one RESULTS line"
-    return json.loads(lines[0][len("RESULTS "):])
+from nbutil import notebook_results as _results, run_notebook
 
 
 @pytest.mark.slow
