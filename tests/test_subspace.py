@@ -9,15 +9,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from scipy.linalg import hadamard
 from torch import nn
 
 import workbench as wb
 from workbench.problems.base import Problem, seeded
-from workbench.problems.subspace import (FastfoodProjection, SparseProjection, SubspaceModel, SubspaceProblem,
-                                         make_projection)
+from workbench.problems.subspace import FastfoodProjection, SubspaceModel, SubspaceProblem, make_projection
 
 KINDS = ("dense", "sparse", "fastfood")
 

@@ -10,17 +10,14 @@ Since θ is linear in z, the gradient in z is Pᵀ∇θL and the Hessian in z is
 
 Projections (all drawn on the CPU from ``seed``, so the same seed gives the same P on every device):
 
-=============  ==========================================================  ================  =====================
-``projection`` P                                                           memory            column norms
-=============  ==========================================================  ================  =====================
-``"dense"``    i.i.d. Gaussian entries, each column scaled to unit length  n·d floats        exactly 1
-``"sparse"``   ``nonzeros`` (default ⌈√n⌉, Li-Hastie-Church density 1/√n)  d·nonzeros        exactly 1
-               entries ±1/√nonzeros per column at distinct random rows     (index + value)
-``"fastfood"`` the Fastfood transform S·H G Π H B (Le, Sarlós, Smola 2013;  ~4·L floats,      exactly 1 when n is a
-               as in Li et al.'s code): B random signs, H Walsh-Hadamard,  L = 2^⌈log₂ n⌉    power of two, else 1
-               Π a random permutation, G Gaussian, the first n rows,                          in expectation
-               scaled so that E‖P e_j‖² = 1. O(L log L) per product
-=============  ==========================================================  ================  =====================
+* ``"dense"``: i.i.d. Gaussian entries, every column scaled to unit length (exactly). Memory n·d floats.
+* ``"sparse"``: ``nonzeros`` entries ±1/√nonzeros per column at distinct random rows (default ⌈√n⌉, the density
+  1/√n of Li, Hastie & Church 2006, "Very sparse random projections"); unit columns exactly. Memory
+  d·nonzeros (index + value), a product costs d·nonzeros.
+* ``"fastfood"``: the Fastfood transform (Le, Sarlós & Smola 2013), as in Li et al.'s code:
+  P z = s · (H G Π H B [z; 0])[:n] with B random signs, H the L × L Walsh-Hadamard matrix
+  (L = 2^⌈log₂ n⌉), Π a random permutation, G Gaussian and s = 1/√(n Σ G²). Columns have unit length exactly
+  when n is a power of two, otherwise E‖P e_j‖² = 1 (a few % spread). Memory O(L), a product O(L log L).
 
 Columns of a dense Gaussian P with large n are nearly orthogonal, so a step of length r in z moves θ by about r.
 """
@@ -28,9 +25,9 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -83,7 +80,7 @@ class Projection:
             return self(eye).T.contiguous()
 
     def column_norms(self) -> torch.Tensor:
-        """‖P e_j‖ for every column j (exact)."""
+        """‖P e_j‖ for every column j (exact; materialises P unless the projection stores its columns)."""
         return torch.linalg.vector_norm(self.dense(), dim=0)
 
     @property
@@ -186,9 +183,9 @@ class SparseProjection(Projection):
 
 
 def _hadamard_factors(L: int, dtype) -> list[torch.Tensor]:
-    """Sylvester Hadamard matrices whose Kronecker product is H_L (entries ±1), each at most 128 × 128."""
+    """Sylvester Hadamard matrices whose Kronecker product is H_L (entries ±1), each at most 64 × 64."""
     bits = L.bit_length() - 1
-    r = max(1, math.ceil(bits / 7))
+    r = max(1, math.ceil(bits / 6))
     sizes = [bits // r + (1 if i < bits % r else 0) for i in range(r)]
     out = []
     for b in sizes:
@@ -204,13 +201,19 @@ def _hadamard_factors(L: int, dtype) -> list[torch.Tensor]:
 
 
 def _fwht(x: torch.Tensor, factors) -> torch.Tensor:
-    """Unnormalised Walsh-Hadamard transform along the last dimension (length L = product of factor sizes)."""
+    """Unnormalised Walsh-Hadamard transform along the last dimension (length L = product of factor sizes).
+
+    H_L = H_f1 ⊗ ... ⊗ H_fr: view x as (N, f1, ..., fr), multiply the last axis by its (symmetric) factor in one
+    GEMM and rotate that axis to the front; after r rounds every axis is transformed and back in place. Measured
+    on one CPU core: faster than the log₂ L add/subtract butterfly passes, and than per-axis batched matmuls.
+    """
     lead, L = x.shape[:-1], x.shape[-1]
-    pre = 1
-    for H in factors:
+    sizes = [h.shape[0] for h in factors]
+    x = x.reshape(-1, *sizes)
+    N = x.shape[0]
+    for H in reversed(factors):
         f = H.shape[0]
-        x = torch.matmul(H, x.reshape(*lead, pre, f, L // (pre * f)))
-        pre *= f
+        x = (x.reshape(-1, f) @ H).reshape(N, -1, f).transpose(1, 2)
     return x.reshape(*lead, L)
 
 
