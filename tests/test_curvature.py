@@ -496,15 +496,6 @@ def test_derived_quantities():
         wb.curvature.trace(op, method="exact")
 
 
-@pytest.mark.slow
-def test_notebook_02_hessian_spectra_runs():
-    from nbutil import run_notebook
-
-    nb = run_notebook("notebooks/02_hessian_spectra.ipynb")
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "integral = 1.000000" in text
-
-
 # -- property tests for bad input ----------------------------------------------------------------------------------
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
