@@ -28,6 +28,7 @@ DEFAULT_MEMORY = {"cpu": 32 << 20, "cuda": 1 << 30, "mps": 256 << 20}
 # on CPU, when fewer than this many grid points fit a chunk, one forward pass is big enough to keep the core busy
 # and batching grid points gains nothing (it costs copies of shared inputs): "auto" uses the loop
 MIN_CPU_CHUNK = 4
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 if hasattr(nn, "RMSNorm"):
     _NORM_TYPES = _NORM_TYPES + (nn.RMSNorm,)
@@ -167,7 +168,8 @@ class GridEvaluator:
 
     def __init__(self, model: nn.Module, loss, data, *, mode: str = "eval", method: str = "auto",
                  metrics=None, chunk_size: int | None = None, max_memory: int | None = None,
-                 progress: bool | None = None, device=None, desc: str = "landscape"):
+                 progress: bool | None = None, device=None, desc: str = "landscape",
+                 batch_size: int | None = None, autocast: str | None = None):
         self.model = model
         self.loss, self.loss_fn, self.metrics = resolve_loss(loss, metrics)
         self.quantities = ["loss"] + list(self.metrics)
@@ -184,13 +186,22 @@ class GridEvaluator:
         self.device = params[0][1].device if params else torch.device("cpu")
         self.dtype = params[0][1].dtype if params else torch.float32
         self.max_memory = (DEFAULT_MEMORY.get(self.device.type, 1 << 30) if max_memory is None else max_memory)
+        self.batch_size = batch_size
+        self.autocast = autocast
         self.used_method = None
+        self.used_batch = None          # the largest microbatch evaluated (examples per forward pass)
+        self.n_examples = 0
+        self.n_forward = 0              # forward passes per grid point (microbatches over all of the data)
+        self._per_example = None
         self.used_chunk = None
         self.fallback_reason = None
         self.method_reason = None
 
-    # memory estimate per grid point: the activations of one forward pass on the largest batch, plus θ itself
-    def _per_point_bytes(self, batch, n_params: int) -> int:
+    # memory model of one grid point's evaluation on m examples: 2 x the activations of a forward pass (module
+    # outputs, measured by hooks on a probe slice of <= PROBE examples and scaled linearly) + 2 copies of θ
+    PROBE = 8
+
+    def _activation_bytes_per_example(self, batch) -> float:
         total = [0]
 
         def hook(_m, _i, out):
@@ -198,16 +209,51 @@ class GridEvaluator:
                 if torch.is_tensor(t):
                     total[0] += t.numel() * t.element_size()
 
-        handles = [m.register_forward_hook(hook) for m in self.model.modules()]
+        m = min(self.PROBE, batch_size_of(batch))
+        handles = [mod.register_forward_hook(hook) for mod in self.model.modules()]
         try:
-            with torch.no_grad():
-                self.model(batch[0])
+            with torch.no_grad(), self._autocast_ctx():
+                self.model(_slice(batch, 0, m, batch_size_of(batch))[0])
         except Exception:  # the model may not take x alone; fall back to a generous guess
-            total[0] = 8 * batch_size_of(batch) * 1024
+            total[0] = 8 * 1024 * m
         finally:
             for h in handles:
                 h.remove()
-        return 2 * total[0] + 2 * n_params * 4 + 1
+        return total[0] / max(m, 1)
+
+    def _per_point_bytes(self, batch, n_params: int, m: int | None = None) -> int:
+        if self._per_example is None:
+            self._per_example = self._activation_bytes_per_example(batch)
+        m = batch_size_of(batch) if m is None else m
+        return int(2 * self._per_example * m) + 2 * n_params * self._itemsize + 1
+
+    @property
+    def _itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    def _autocast_ctx(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.autocast])
+
+    def _microbatch(self, batch, n_params: int) -> int:
+        """Examples per forward pass: ``batch_size`` if given; else, with an explicit ``max_memory``, the most
+        examples whose evaluation fits the budget (all of the batch when it fits)."""
+        bs = batch_size_of(batch)
+        if self.batch_size is not None:
+            return min(bs, self.batch_size)
+        if self._max_memory is None:
+            return bs
+        if self._per_point_bytes(batch, n_params, bs) <= self.max_memory:
+            return bs
+        one = self._per_point_bytes(batch, n_params, 1)
+        if one > self.max_memory:
+            raise ValueError(
+                f"max_memory={self.max_memory} bytes is smaller than the evaluation of one example at one grid "
+                f"point (~{one} bytes: twice one example's activations, ~{self._per_example:.0f} bytes, plus two "
+                f"copies of the {n_params} parameters); max_memory must be at least {one}")
+        fixed = 2 * n_params * self._itemsize + 1
+        return max(1, min(bs, int((self.max_memory - fixed) // (2 * self._per_example))))
 
     def __call__(self, center: torch.Tensor, D: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         """Return ``(len(quantities), n_points)`` batch-size-weighted means over the data."""
@@ -228,14 +274,18 @@ class GridEvaluator:
                 obj_model.train(True)
             objective = _Objective(obj_model, self.loss, self.loss_fn, self.metrics)
             buffers = {"model." + n: b for n, b in obj_model.named_buffers()}
-            batches_iter = iter(self.data)
+            try:
+                n_batches = len(self.data)
+            except TypeError:                       # a generator: the bar counts batches without a total
+                n_batches = None
             bar = None
             try:
-                for bi, batch in enumerate(batches_iter):
+                for batch in self.data:
                     batch = to_device(batch, self.device)
                     bs = batch_size_of(batch)
+                    mb = self._microbatch(batch, D.shape[1])
                     if self.used_chunk is None:
-                        self.used_chunk = self._chunk(batch, D.shape[1], n_points)
+                        self.used_chunk = self._chunk(batch, D.shape[1], n_points, mb)
                         if (self.method == "auto" and self.chunk_size is None and self.device.type == "cpu"
                                 and self.used_chunk < min(MIN_CPU_CHUNK, n_points)):
                             self.used_method = "loop"
@@ -245,33 +295,42 @@ class GridEvaluator:
                                 "grid points gains nothing there, so the loop is used")
                     chunk = self.used_chunk
                     if bar is None:
-                        bar = self._bar(n_points)
-                    for s in range(0, n_points, chunk):
-                        vals = self._eval_chunk(objective, buffers, center, D, coeffs[s:s + chunk], batch)
-                        totals[:, s:s + chunk] += vals.detach().to("cpu", torch.float64).T * bs
-                        if bar is not None:
-                            bar.update(vals.shape[0])
+                        bar = self._bar(n_points, n_batches, bs, mb)
+                    for s0 in range(0, bs, mb):
+                        part = _slice(batch, s0, min(bs, s0 + mb), bs)
+                        m = min(bs, s0 + mb) - s0
+                        for s in range(0, n_points, chunk):
+                            vals = self._eval_chunk(objective, buffers, center, D, coeffs[s:s + chunk], part)
+                            totals[:, s:s + chunk] += vals.detach().to("cpu", torch.float64).T * m
+                            if bar is not None:
+                                bar.update(vals.shape[0] * m / bs)
+                        self.n_forward += 1
+                        self.used_batch = max(self.used_batch or 0, m)
                     count += bs
             finally:
                 if bar is not None:
                     bar.close()
         if count == 0:
             raise ValueError("data is empty: it yielded no batches")
+        self.n_examples = count
         return totals / count
 
-    def _bar(self, n_points):
+    def _bar(self, n_points, n_batches, bs, mb):
         show = self.progress
-        if show is None:
-            show = n_points >= 400 and (self.used_chunk or n_points) < n_points
+        evals = n_points * (n_batches or 1) * math.ceil(bs / mb)
+        if show is None:   # automatic: when the grid takes many forward passes of a real model
+            show = evals >= 400 and (self.used_chunk or n_points) < n_points
         if not show:
             return None
         from tqdm.auto import tqdm
-        return tqdm(total=n_points, desc=self.desc, leave=False, unit="pt")
+        total = None if n_batches is None else n_points * n_batches
+        unit = "pt" if n_batches in (None, 1) else "pt·batch"
+        return tqdm(total=total, desc=self.desc, leave=False, unit=unit)
 
-    def _chunk(self, batch, n_params, n_points):
+    def _chunk(self, batch, n_params, n_points, m=None):
         if self.chunk_size is not None:
             return max(1, min(int(self.chunk_size), n_points))
-        per = self._per_point = self._per_point_bytes(batch, n_params)
+        per = self._per_point = self._per_point_bytes(batch, n_params, m)
         return max(1, min(n_points, int(self.max_memory // per)))
 
     def _params(self, center, D, c):
@@ -279,6 +338,10 @@ class GridEvaluator:
         return {"model." + n: v for n, v in unflatten_to_dict(theta, self.names, self.shapes).items()}
 
     def _eval_chunk(self, objective, buffers, center, D, c, batch):
+        with self._autocast_ctx():
+            return self._eval_chunk_inner(objective, buffers, center, D, c, batch)
+
+    def _eval_chunk_inner(self, objective, buffers, center, D, c, batch):
         x, y = batch[0], batch[1]
         if self.method in ("auto", "vmap") and self.used_method != "loop":
             try:
@@ -307,6 +370,24 @@ class GridEvaluator:
 
         randomness = "different" if self.mode == "train" else "error"
         return torch.func.vmap(f, randomness=randomness)(c)
+
+
+def _slice(batch, lo: int, hi: int, bs: int) -> tuple:
+    """Examples ``lo:hi`` of a batch: every tensor whose first dimension is the batch size is sliced (views, no
+    copies); other entries are passed on unchanged."""
+    if lo == 0 and hi == bs:
+        return batch
+    return tuple(t[lo:hi] if torch.is_tensor(t) and t.dim() > 0 and t.shape[0] == bs else t for t in batch)
+
+
+def check_autocast(autocast):
+    """None (float32/float64 as the model is) or a reduced-precision autocast dtype name."""
+    if autocast is None:
+        return None
+    if autocast in (torch.bfloat16, torch.float16):
+        autocast = "bf16" if autocast == torch.bfloat16 else "fp16"
+    from workbench._validate import check_choice
+    return check_choice("autocast", autocast, list(AUTOCAST_DTYPES))
 
 
 def check_mode(mode):

@@ -13,7 +13,7 @@ from torch import nn
 
 from workbench._validate import check_float, check_int
 
-from ._core import GridEvaluator, batch_size_of, check_method, check_mode, flat_params, trainable
+from ._core import GridEvaluator, check_autocast, check_method, check_mode, flat_params, trainable
 from .directions import Directions, _flat_of
 
 __all__ = ["surface", "line", "function_surface", "grid_axis", "lookup"]
@@ -98,16 +98,22 @@ def _check_directions(model, directions, k_allowed):
 
 
 def _evaluate(model, loss, data, directions, axes, *, center, mode, method, metrics, chunk_size, max_memory,
-              progress, desc):
+              progress, desc, batch_size=None, autocast=None):
     mode = check_mode(mode)
     method = check_method(method)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, 1)
     if max_memory is not None:
         max_memory = check_int("max_memory", max_memory, 1)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1)
+    autocast = check_autocast(autocast)
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress must be None (automatic), True or False; got {progress!r}")
     c = _resolve_center(model, directions, center)
     ev = GridEvaluator(model, loss, data, mode=mode, method=method, metrics=metrics, chunk_size=chunk_size,
-                       max_memory=max_memory, progress=progress, desc=desc)
+                       max_memory=max_memory, progress=progress, desc=desc, batch_size=batch_size,
+                       autocast=autocast)
     mesh = np.meshgrid(*[ax for _, ax in axes], indexing="ij")
     coeffs = torch.from_numpy(np.stack([m.reshape(-1) for m in mesh], axis=1))
     vals = ev(c, directions.vectors, coeffs)
@@ -125,6 +131,8 @@ def _evaluate(model, loss, data, directions, axes, *, center, mode, method, metr
         + " (coordinates in direction units; direction norms in *_norm)",
         "mode": mode, "method": ev.used_method or method, "chunk_size": int(ev.used_chunk or 0),
         "quantities": list(ev.quantities), "center_norm": float(c.double().norm()),
+        "n_examples": int(ev.n_examples), "batch_size": int(ev.used_batch or 0),
+        "forward_passes_per_point": int(ev.n_forward), "autocast": ev.autocast or "none",
         "landscape_id": _remember(directions, c),
     })
     if ev.fallback_reason:
@@ -136,7 +144,8 @@ def _evaluate(model, loss, data, directions, axes, *, center, mode, method, metr
 
 def surface(model: nn.Module, loss, data, directions: Directions, span: Any = 1.0, steps: Any = 21, *,
             center=None, mode: str = "eval", method: str = "auto", metrics=None, chunk_size: int | None = None,
-            max_memory: int | None = None, progress: bool | None = None) -> xr.DataArray:
+            max_memory: int | None = None, progress: bool | None = None, batch_size: int | None = None,
+            autocast: str | None = None) -> xr.DataArray:
     """Loss on a 2D grid ``θ(α, β) = center + α d₁ + β d₂`` -> ``xarray.DataArray`` (alpha, beta).
 
     model: the network (its parameters are never written; mode, buffers and RNG are restored afterwards).
@@ -147,26 +156,43 @@ def surface(model: nn.Module, loss, data, directions: Directions, span: Any = 1.
     directions: two directions (``landscapes.directions.*``); if they carry a center (PCA plane, plane through
       points) it is the default ``center``; otherwise the model's parameters.
     span: > 0 for [-span, span] on both axes, a pair (lo, hi), or one pair per axis. steps: ≥ 2 (or one per axis).
-    mode: "eval" (default; BatchNorm uses running statistics, dropout off) or "train" (BatchNorm normalizes with
-      each grid point's batch statistics, running statistics untouched; dropout active).
+    mode: "eval" (the default: BatchNorm normalizes with its running statistics, dropout is off - the loss of
+      the model as it predicts) or "train" (BatchNorm normalizes with the batch statistics of each grid point and
+      each (micro)batch - so the values depend on ``batch_size`` - running statistics untouched; dropout active).
+      Either way the model itself is unchanged afterwards (mode, BatchNorm statistics, parameters, grads, RNG).
     method: "auto" (vmap over grid points, loop fallback with a warning saying why), "vmap" or "loop".
-    chunk_size / max_memory: grid points per vmap call, or the activation-memory budget (bytes) that sets it
-      (default 32 MiB on CPU, where cache-sized chunks are fastest, 1 GiB on CUDA). With method="auto" on CPU,
-      a model whose single forward pass exceeds a quarter of the budget is evaluated point by point (attrs
-      ``method_reason`` says so): batching gains nothing there.
-    progress: tqdm bar (None: automatic on long grids).
-    attrs: direction norms (``alpha_norm``, ``beta_norm``), normalization, seed, mode, method, chunk size.
+    batch_size: examples per forward pass: each batch of ``data`` is cut into microbatches of at most this many
+      examples and the results are averaged weighted by size (the same mean as one pass over the data; a data set
+      larger than memory comes as an iterable of batches, e.g. ``prob.batches("train", 512)``, read once).
+    chunk_size / max_memory: grid points per vmap call, or the activation-memory budget (bytes) of one evaluation
+      (default 32 MiB on CPU, where cache-sized chunks are fastest, 1 GiB on CUDA). Memory model: one grid
+      point on m examples needs ~2x the activations of a forward pass on m examples (measured on a few examples)
+      plus two copies of the parameters; a chunk of c points c times that. An explicit ``max_memory`` also picks
+      the microbatch (when no ``batch_size`` is given): the most examples whose evaluation fits; smaller than
+      one example is a ValueError. With method="auto" on CPU, a model whose single forward pass exceeds a
+      quarter of the budget is evaluated point by point (attrs ``method_reason`` says so): batching grid points
+      gains nothing there - for a ResNet-20 on CPU that is the fastest way (``benchmarks/landscapes.py``).
+    autocast: None (the model's dtype) or "bf16" / "fp16": evaluate under ``torch.autocast`` (for GPUs; the
+      values differ from float32 by the reduced precision - ``benchmarks/landscapes.py --model resnet20`` prints
+      the difference). The model's weights and the grid arithmetic stay in the model's dtype.
+    progress: tqdm bar (``tqdm.auto``: a widget in notebooks); None: automatic when the grid takes at least 400
+      evaluations that are not all one vmap call.
+    attrs: direction norms (``alpha_norm``, ``beta_norm``), normalization, seed, mode, method, chunk size,
+      ``batch_size`` (largest microbatch used), ``n_examples`` (examples averaged at each point),
+      ``forward_passes_per_point``, ``autocast``.
     """
     _check_directions(model, directions, (2,))
     sp, st = _per_axis(span, 2, "span"), _per_axis(steps, 2, "steps")
     axes = [(AXES[i], grid_axis(AXES[i], sp[i], st[i])) for i in range(2)]
     return _evaluate(model, loss, data, directions, axes, center=center, mode=mode, method=method, metrics=metrics,
-                     chunk_size=chunk_size, max_memory=max_memory, progress=progress, desc="surface")
+                     chunk_size=chunk_size, max_memory=max_memory, progress=progress, desc="surface",
+                     batch_size=batch_size, autocast=autocast)
 
 
 def line(model: nn.Module, loss, data, direction, span: Any = 1.0, steps: int = 51, *, center=None,
          mode: str = "eval", method: str = "auto", metrics=None, chunk_size: int | None = None,
-         max_memory: int | None = None, progress: bool | None = None) -> xr.DataArray:
+         max_memory: int | None = None, progress: bool | None = None, batch_size: int | None = None,
+         autocast: str | None = None) -> xr.DataArray:
     """Loss along ``θ(α) = center + α d`` -> ``xarray.DataArray`` over ``alpha``.
 
     ``direction``: a one-direction ``Directions`` (or the first of several), or a target point (an ``nn.Module``
@@ -185,7 +211,8 @@ def line(model: nn.Module, loss, data, direction, span: Any = 1.0, steps: int = 
     _check_directions(model, direction, (1,))
     axes = [("alpha", grid_axis("alpha", span, steps))]
     return _evaluate(model, loss, data, direction, axes, center=center, mode=mode, method=method, metrics=metrics,
-                     chunk_size=chunk_size, max_memory=max_memory, progress=progress, desc="line")
+                     chunk_size=chunk_size, max_memory=max_memory, progress=progress, desc="line",
+                     batch_size=batch_size, autocast=autocast)
 
 
 def function_surface(problem, steps: int = 101, domain=None) -> xr.DataArray:

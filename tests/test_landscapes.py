@@ -267,8 +267,10 @@ def test_loop_fallback_warns_with_reason():
 
 def test_large_cpu_forward_uses_loop_with_reason(spirals):
     d = ls.directions.random(spirals.model, seed=0)
-    s = ls.surface(spirals.model, spirals.loss, spirals.data(), d, span=1.0, steps=3, max_memory=1000)
+    # an explicit budget far below the full batch's forward pass: microbatches that fit it, one grid point each
+    s = ls.surface(spirals.model, spirals.loss, spirals.data(), d, span=1.0, steps=3, max_memory=20_000)
     assert s.attrs["method"] == "loop" and "method_reason" in s.attrs
+    assert 1 <= s.attrs["batch_size"] < s.attrs["n_examples"]
     v = ls.surface(spirals.model, spirals.loss, spirals.data(), d, span=1.0, steps=3)
     assert v.attrs["method"] == "vmap"
     np.testing.assert_allclose(s.values, v.values, rtol=1e-5)
