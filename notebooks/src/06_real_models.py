@@ -85,6 +85,8 @@ elif GPU:
                n_test=10000, steps=2000, every=20, grid=31, slq=(4, 60))
 else:
     CFG = dict(depth=20, width=0.5, n_train=256, n_test=2000, steps=200, every=10, grid=21, slq=(2, 30))
+DEVICE = "auto"   # wb.train picks cuda, then mps, then cpu; DEV is that device, for the analyses outside the run
+DEV = torch.device("cuda" if GPU else "mps" if torch.backends.mps.is_available() else "cpu")
 RISE = 2.0        # the step size puts the stability line 2/η at RISE × the initial sharpness λ0
 SPAN = 1.0        # landscape grid: [-SPAN, SPAN]² in units of the filter-normalized directions
 
@@ -93,7 +95,7 @@ prob = wb.problems.make(NAME, seed=0, **OPTIONS)
 print(prob.describe().splitlines()[0])
 print(f"ResNet-{CFG['depth']} (width ×{CFG['width']}): {prob.n_params:,} parameters | {len(prob.train)} training / "
       f"{len(prob.test)} test images | {'quick' if QUICK else 'full'} mode on "
-      f"{torch.cuda.get_device_name(0) if GPU else 'CPU'}")
+      f"{torch.cuda.get_device_name(0) if GPU else DEV.type}")
 """)
 
 md(r"""
@@ -118,20 +120,18 @@ def top_eig(model, data, mode, k=1, tol=1e-3):
     return wb.curvature.eigs(wb.curvature.hessian(model, prob.loss, data, mode=mode), k=k, tol=tol)
 
 
-model0 = prob.model
-res0 = top_eig(model0, prob.data(), "train")
+DATA_TRAIN = prob.data(device=DEV)                     # the whole training set as one batch
+res0 = top_eig(prob.copy_model().to(DEV), DATA_TRAIN, "train")
 LAM0 = float(res0.values[0])
 LR = 2 / (RISE * LAM0)
 print(f"initial sharpness (train mode) λ0 = {LAM0:.3f} (residual {float(res0.residuals[0]):.1e}, "
       f"{res0.n_matvec} Hessian-vector products) -> η = 2/(RISE·λ0) = {LR:.4g}, 2/η = {2 / LR:.2f}")
 
 N = CFG["n_train"]
-run = wb.train(prob, "gd", lr=LR, steps=CFG["steps"], device="auto", progress=True,
+run = wb.train(prob, "gd", lr=LR, steps=CFG["steps"], device=DEVICE, progress=True,
                probes=[Eval(every=CFG["every"], split="both"),
                        Sharpness(every=CFG["every"], mode="train", max_samples=N)])
 rec, model = run.record, run.model
-DEV = next(model.parameters()).device
-DATA_TRAIN = prob.data(device=DEV)
 print(f"{run.status} after {rec.sizes['step']} steps on {rec.attrs['device']}; loss {rec.loss.values[0]:.3f} -> "
       f"{rec.loss.values[-1]:.4f}; train accuracy {rec.train_accuracy.values[-1]:.3f}, "
       f"test accuracy {rec.test_accuracy.values[-1]:.3f}")
@@ -257,7 +257,7 @@ the same step size and steps from the same seed.
 
 code(r"""
 prob_ns = wb.problems.make(NAME, seed=0, skip=False, **OPTIONS)
-run_ns = wb.train(prob_ns, "gd", lr=LR, steps=CFG["steps"], device="auto", progress=True,
+run_ns = wb.train(prob_ns, "gd", lr=LR, steps=CFG["steps"], device=DEVICE, progress=True,
                   probes=[Eval(every=CFG["every"], split="both")])
 rec_ns, model_ns = run_ns.record, run_ns.model
 lam_ns = top_eig(model_ns, DATA_TRAIN, "train")
@@ -383,7 +383,7 @@ print(f"{'Li et al. 2018: skips keep the surface convex':46s} | non-convex fract
       f"vs {b['nonconvex_fraction']:.2f} (no skip); spurious minima {a['spurious_minima']} vs {b['spurious_minima']}: {VERDICT}")
 wall, cpu = time.perf_counter() - T_START, time.process_time() - CPU_START
 print(f"\nnotebook run time: {wall:.0f} s wall, {cpu:.0f} s CPU (this process, {torch.get_num_threads()} thread(s))")
-RESULTS = {"quick": QUICK, "problem": NAME, "options": {k: v for k, v in OPTIONS.items()}, "device": str(DEV),
+RESULTS = {"quick": QUICK, "problem": NAME, "options": {k: v for k, v in OPTIONS.items()}, "device": rec.attrs["device"],
            "n_classes": prob.n_classes, "steps": CFG["steps"], "status": run.status,
            "loss_first": float(rec.loss.values[0]), "loss_last": float(rec.loss.values[-1]),
            "train_acc": float(rec.train_accuracy.values[-1]), "test_acc": test_acc,
