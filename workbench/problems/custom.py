@@ -203,6 +203,26 @@ def _too_big(field: str, nbytes: int, max_bytes: int) -> ValueError:
                       f"max_bytes")
 
 
+def _gather(items, field, tokens, max_bytes, combine, empty_msg, shape_msg):
+    """Collect (label, item) pairs into one tuple of tensors with ``combine`` (cat for batches, stack for examples),
+    refusing more than ``max_bytes`` as it goes."""
+    parts, total = [], 0
+    for label, item in items:
+        b = _parts(item, label, tokens)
+        if parts and len(b) != len(parts[0]):
+            raise ValueError(f"{label} has {len(b)} parts; the first had {len(parts[0])}")
+        total += _nbytes(b)
+        if total > max_bytes:
+            raise _too_big(field, total, max_bytes)
+        parts.append(b)
+    if not parts:
+        raise ValueError(f"{field} {empty_msg}")
+    try:
+        return tuple(combine([c[j] for c in parts]) for j in range(len(parts[0])))
+    except RuntimeError as exc:
+        raise ValueError(f"{field} {shape_msg}: {exc}") from exc
+
+
 def _materialise(data, field: str, tokens: bool, max_bytes: int, seed: int) -> tuple:
     """``data`` -> tuple of tensors with equal first dimension."""
     if isinstance(data, TensorDataset):
@@ -211,41 +231,18 @@ def _materialise(data, field: str, tokens: bool, max_bytes: int, seed: int) -> t
             raise ValueError(f"{field} must be a TensorDataset of (x, y){' or of token ids' if tokens else ''}; "
                              f"got {len(ts)} tensors")
     elif isinstance(data, DataLoader):
-        chunks, total = [], 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            for i, batch in enumerate(data):
-                b = _parts(batch, f"{field} batch {i}", tokens)
-                if chunks and len(b) != len(chunks[0]):
-                    raise ValueError(f"{field} batch {i} has {len(b)} parts; the first had {len(chunks[0])}")
-                total += _nbytes(b)
-                if total > max_bytes:
-                    raise _too_big(field, total, max_bytes)
-                chunks.append(b)
-        if not chunks:
-            raise ValueError(f"{field} DataLoader yielded no batches")
-        try:
-            ts = tuple(torch.cat([c[j] for c in chunks]) for j in range(len(chunks[0])))
-        except RuntimeError as exc:
-            raise ValueError(f"{field} batches have inconsistent shapes and cannot be concatenated: {exc}") from exc
+            ts = _gather(((f"{field} batch {i}", batch) for i, batch in enumerate(data)), field, tokens, max_bytes,
+                         torch.cat, "DataLoader yielded no batches", "batches have inconsistent shapes and cannot be "
+                         "concatenated")
     elif isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
         try:
             n = len(data)
         except TypeError as exc:
             raise ValueError(f"{field} must be a map-style Dataset with a length (or a DataLoader)") from exc
-        items, total = [], 0
-        for i in range(n):
-            b = _parts(data[i], f"{field}[{i}]", tokens)
-            total += _nbytes(b)
-            if total > max_bytes:
-                raise _too_big(field, total, max_bytes)
-            items.append(b)
-        if not items:
-            raise ValueError(f"{field} is an empty dataset")
-        try:
-            ts = tuple(torch.stack([it[j] for it in items]) for j in range(len(items[0])))
-        except RuntimeError as exc:
-            raise ValueError(f"{field} examples have inconsistent shapes: {exc}") from exc
+        ts = _gather(((f"{field}[{i}]", data[i]) for i in range(n)), field, tokens, max_bytes, torch.stack,
+                     "is an empty dataset", "examples have inconsistent shapes")
     elif tokens and (torch.is_tensor(data) or isinstance(data, np.ndarray)):
         ts = (_tensor(data, field),)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
