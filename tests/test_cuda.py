@@ -4,48 +4,20 @@ stay float32), fp16 with a GradScaler, channels_last for conv nets, and torch.co
 and is skipped cleanly without one; the shared code paths are tested on CPU in test_run_fast.py."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import TensorDataset
 
 import workbench as wb
+
+from runutil import double as _double, tiny_conv_problem as _conv_problem
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 DEV = "cuda"
-
-
-def _double(prob: wb.Problem) -> wb.Problem:
-    factory = prob.model_factory
-
-    def ds(d):
-        if d is None:
-            return None
-        x, y = d.tensors
-        return TensorDataset(x.double(), y.double() if y.is_floating_point() else y)
-
-    return dataclasses.replace(prob, model_factory=lambda: factory().double(), train=ds(prob.train),
-                               test=ds(prob.test))
-
-
-def _conv_problem(n: int = 48, dtype=torch.float32) -> wb.Problem:
-    g = torch.Generator().manual_seed(123)
-    means = torch.randn(3, 3, 8, 8, generator=g)
-    y = torch.arange(n) % 3
-    x = (means[y] + 0.5 * torch.randn(n, 3, 8, 8, generator=g)).to(dtype)
-
-    def factory():
-        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(4 * 4 * 4, 3)).to(dtype)
-
-    return wb.Problem(name="tiny-conv", kind="classification", model_factory=factory,
-                      loss_fn=nn.functional.cross_entropy, train=TensorDataset(x, y), n_classes=3)
 
 
 def _mixture():
