@@ -14,8 +14,10 @@ from . import directions
 from .connectivity import BezierCurve, barrier, bezier, curve_path, linear_path, refresh_batchnorm
 from .directions import Directions, orthogonalize
 from .plot import plot
+from .spectra_plot import plot_block_spectra
 from .surface import function_surface, line, surface
 from .trajectory import project
 
 __all__ = ["directions", "Directions", "orthogonalize", "surface", "line", "function_surface", "project",
-           "linear_path", "bezier", "curve_path", "barrier", "BezierCurve", "refresh_batchnorm", "plot"]
+           "linear_path", "bezier", "curve_path", "barrier", "BezierCurve", "refresh_batchnorm", "plot",
+           "plot_block_spectra"]

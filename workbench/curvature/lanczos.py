@@ -18,7 +18,7 @@ import torch
 
 from .._validate import check_choice, check_float, check_int
 
-__all__ = ["eigs", "EigResult", "ConvergenceWarning", "orthonormalize"]
+__all__ = ["eigs", "eigs_spread", "EigResult", "SubsetSpread", "ConvergenceWarning", "orthonormalize"]
 
 WHICH = ("LA", "SA", "LM")
 CRITERIA = ("value", "residual")
@@ -29,6 +29,39 @@ class ConvergenceWarning(RuntimeWarning):
 
 
 @dataclass
+class SubsetSpread:
+    """The top eigenvalues recomputed on ``n_subsets`` disjoint parts of the data (``eigs(..., data_subsets=n)``).
+
+    ``values`` ``(n_subsets, k)``: the eigenvalues of each subset's operator (same kind, mode and microbatches,
+    ``subset_sizes`` examples each); ``mean``, ``std`` (sample standard deviation, ddof 1), ``min``, ``max`` ``(k,)``
+    over subsets; ``full`` ``(k,)`` the full-data values beside them; ``converged`` per subset; ``n_matvec`` the
+    products the subsets cost. A subset holds ``1/n`` of the data, so its spread is about ``sqrt(n)`` times that of
+    the full-data estimate's sampling error (for independent examples): it says how much the value depends on
+    which examples were drawn.
+    """
+
+    values: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    min: torch.Tensor
+    max: torch.Tensor
+    full: torch.Tensor
+    subset_sizes: list
+    converged: list
+    n_matvec: int
+
+    @property
+    def n_subsets(self) -> int:
+        return int(self.values.shape[0])
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"lambda_{i + 1}: full {float(self.full[i]):.4g}, subsets {float(self.mean[i]):.4g} "
+                         f"+- {float(self.std[i]):.2g} [{float(self.min[i]):.4g}, {float(self.max[i]):.4g}]"
+                         for i in range(len(self.full)))
+        return f"SubsetSpread({self.n_subsets} subsets of {self.subset_sizes} examples; {rows})"
+
+
+@dataclass
 class EigResult:
     """Eigenpairs from :func:`eigs`.
 
@@ -36,7 +69,9 @@ class EigResult:
     ``vectors`` (n, k) orthonormal Ritz vectors; ``residuals`` (k,) ``||A y - theta y||``; ``errors`` (k,) the
     eigenvalue error bound used for convergence (``r``, or ``min(r, r^2 / gap)`` for criterion "value");
     ``converged`` True when every requested
-    pair met the tolerance; ``n_matvec`` operator products used; ``n_restarts`` thick restarts.
+    pair met the tolerance; ``n_matvec`` operator products used; ``n_restarts`` thick restarts; ``n_examples`` how
+    many examples the operator averaged over (``None`` for operators without data); ``spread`` a
+    :class:`SubsetSpread` when ``data_subsets`` was given.
     """
 
     values: torch.Tensor
@@ -50,6 +85,8 @@ class EigResult:
     n_restarts: int = 0
     n_converged: int = 0
     history: list = field(default_factory=list, repr=False)
+    n_examples: int | None = None
+    spread: SubsetSpread | None = None
 
     def __iter__(self):          # values, vectors = eigs(...)
         return iter((self.values, self.vectors))
@@ -104,7 +141,7 @@ def _order(theta: torch.Tensor, which: str) -> torch.Tensor:
 
 def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | None = None, v0=None,
          seed: int = 0, max_basis: int | None = None, criterion: str = "residual", warn: bool = True,
-         guard: int | None = None) -> EigResult:
+         guard: int | None = None, data_subsets: int | None = None) -> EigResult:
     """The ``k`` extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
 
     Parameters
@@ -136,6 +173,11 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         cold convergence of one more pair; tracking code that warm-starts repeatedly, like the ``Sharpness``
         probe, asks for ``k + 1`` pairs itself and passes all of them back as ``v0``).
 
+    data_subsets: also compute the same ``k`` eigenvalues on this many disjoint, contiguous parts of the operator's
+        data (``2 <= data_subsets <= n_examples``; the operator must come from ``hessian``/``ggn``/``fisher``) and
+        report their mean, standard deviation, min and max beside the full-data values in ``result.spread`` (a
+        :class:`SubsetSpread`). Costs about ``data_subsets`` more eigen-solves, each on ``1/data_subsets`` of the data.
+
     Convergence is only declared once the basis holds at least ``2 (k + guard)`` vectors. Exactly repeated eigenvalues
     (multiplicity above one) are found one copy per Krylov breakdown; like every single-vector Lanczos code this
     can miss copies of a highly degenerate eigenvalue inside the wanted block.
@@ -144,6 +186,12 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     """
     n = op.size
     k = check_int("k", k, low=1, high=n)
+    if data_subsets is not None:
+        data_subsets = check_int("data_subsets", data_subsets, low=2)
+        if not hasattr(op, "subsets"):
+            raise TypeError("data_subsets needs an operator built from data (wb.curvature.hessian/ggn/fisher); got "
+                            f"{type(op).__name__}")
+        subset_ops = op.subsets(data_subsets)      # validates data_subsets <= n_examples before any work
     guard = check_int("guard", guard, low=0, high=1000, allow_none=True)
     if guard is None:
         guard = 1 if (k > 1 and v0 is None) else 0
@@ -262,7 +310,20 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     n_ok = int(ok[:kr].sum())
     result = EigResult(values=vals, vectors=Y, residuals=res[:kr].to(dev, dt), errors=err[:kr].to(dev, dt),
                        converged=bool(done), n_matvec=n_mv, which=which, tol=tol, n_restarts=n_restarts,
-                       n_converged=n_ok, history=history)
+                       n_converged=n_ok, history=history, n_examples=getattr(op, "n_examples", None))
+    if data_subsets is not None:
+        vals_s, conv, sizes, nmv = [], [], [], 0
+        for sub in subset_ops:
+            r = eigs(sub, k=k_out, which=which, tol=tol, max_iter=max_iter, seed=seed, max_basis=max_basis,
+                     criterion=criterion, warn=warn, guard=k - k_out)
+            vals_s.append(r.values.double().cpu())
+            conv.append(bool(r.converged))
+            sizes.append(int(sub.n_examples))
+            nmv += r.n_matvec
+        V = torch.stack(vals_s)
+        result.spread = SubsetSpread(values=V, mean=V.mean(0), std=V.std(0, unbiased=True), min=V.min(0).values,
+                                     max=V.max(0).values, full=vals.double().cpu(), subset_sizes=sizes,
+                                     converged=conv, n_matvec=nmv)
     if not result.converged and warn:
         guarded = f" (+{k - k_out} guard)" if k > k_out else ""
         warnings.warn(f"eigs(k={k_out}, which={which!r}, tol={tol:g}) did not converge: {int(ok.sum())}/{k}{guarded} "
@@ -270,3 +331,9 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
                       f"bound {float((err / scale).max()):.3g}. Raise max_iter or tol, or warm-start with v0.",
                       ConvergenceWarning, stacklevel=2)
     return result
+
+
+def eigs_spread(op, data_subsets: int = 4, k: int = 1, **kwargs) -> EigResult:
+    """``eigs(op, k, data_subsets=data_subsets, **kwargs)``: the top-``k`` eigenvalues on the full data with their
+    spread over ``data_subsets`` disjoint parts of it in ``result.spread`` (see :class:`SubsetSpread`)."""
+    return eigs(op, k=k, data_subsets=data_subsets, **kwargs)
