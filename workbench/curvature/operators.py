@@ -799,8 +799,9 @@ def ggn(model: nn.Module, loss: Any, data: Any, params: Any = None, mode: str | 
     from ``seed`` so the operator is a fixed PSD matrix of rank at most ``m`` times the number of sampled terms.
 
     DATA
-    cache: keep each microbatch's graph between products (default: yes unless ``batch_size``/``max_memory``
-        ask for streaming, or the data is a single microbatch).
+    cache: keep each microbatch's graph between products (default: when the data is a single microbatch, or
+        when neither ``batch_size`` nor ``max_memory`` is given, so in-memory batches are built once; otherwise
+        every product streams the microbatches again).
 
     Memory: a microbatch of ``b`` examples holds its forward graph and the graph of one vector-Jacobian product
     (about 2-3x the activations of a training step) plus the outputs; with ``cache`` every microbatch's graph
