@@ -527,6 +527,7 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
             for i, (batch, w) in enumerate(s.source):
                 leaves, g = graph(i, batch)
                 hv = s.flat(_grad(g, leaves, vs, retain_graph=True), None)
+                del leaves, g             # free this microbatch's graph before the next one is built
                 out = hv * w if out is None else out + hv * w
             return _check_finite_out(out, "hessian matvec")
 
@@ -544,6 +545,7 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
                 for i, (batch, w) in enumerate(s.source):
                     leaves, g = graph(i, batch)
                     hv = torch.stack([s.flat(_grad(g, leaves, vs, retain_graph=True), None) for vs in Vs])
+                    del leaves, g
                     out = hv * w if out is None else out + hv * w
                 return _check_finite_out(out, "hessian matmat").T
             Vs = s.split(V.T.contiguous(), batched=True)
@@ -551,6 +553,7 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
             for i, (batch, w) in enumerate(s.source):
                 leaves, g = graph(i, batch)
                 hv = s.flat(_grad_batched(g, leaves, Vs, k), None, batched=True, k=k)
+                del leaves, g
                 out = hv * w if out is None else out + hv * w
             return _check_finite_out(out.T.contiguous(), "hessian matmat")
     else:
