@@ -9,6 +9,15 @@ Both libraries evaluate the same loss (mean cross-entropy / BCE with logits) on 
 Contenders are timed interleaved, best of several rounds after a warm-up (the machine may be shared). Needs `pip install loss-landscapes==3.0.6` (bench extra).
 
     python benchmarks/landscapes.py [--threads N] [--rounds 2]
+
+``--model resnet20`` instead measures a real model: a filter-normalized 2D surface of a CIFAR ResNet-20
+(``cifar-resnet``, ``data="synthetic"``, 269,722 parameters, BatchNorm in eval mode) over ``--n`` examples, per grid
+point against one plain no-grad forward + loss over the same examples at the best batch size (swept over 32..n),
+target <= 1.1x. It compares the two ways of batching: large data batches per grid point (the loop over points,
+``batch_size``) and vmap over grid points (``chunk_size`` points per call on smaller data batches), and prints
+the bf16-autocast difference to float32 (on CPU bf16 is emulated and slow: the difference is the point there).
+
+    python benchmarks/landscapes.py --model resnet20 [--n 256] [--steps 5] [--threads 1]
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -106,6 +116,117 @@ def case(name, prob, loss_fn, steps, rounds, big):
                 center=float(auto.sel(alpha=0, beta=0)), act=act, ll_min=float(ref.min()), ll_max=float(ref.max()))
 
 
+def resnet20_case(n, steps, rounds, device):
+    """Per-grid-point seconds of landscapes.surface on a ResNet-20 vs the best plain forward pass over the same
+    n examples; vmap-over-points vs big-batch loop; bf16 autocast vs float32."""
+    prob = wb.problems.make("cifar-resnet", data="synthetic", depth=20, n_train=n, seed=0)
+    model = prob.model.to(device).eval()
+    x, y = (t.to(device) for t in prob.data())
+    loss = lambda m, b: F.cross_entropy(m(b[0]), b[1])          # noqa: E731
+    d = ls.directions.random(model, n=2, norm="filter", seed=0)
+    n_pts = steps * steps
+    sizes = [b for b in (32, 64, 128, 256, 512, 1024) if b < n] + [n]
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def plain(bs):
+        def go():
+            with torch.no_grad():
+                for i in range(0, n, bs):
+                    loss(model, (x[i:i + bs], y[i:i + bs]))
+            sync()
+        return go
+
+    def surf(**kw):
+        def go():
+            out = ls.surface(model, loss, (x, y), d, span=1.0, steps=steps, progress=False, **kw)
+            sync()
+            return out
+        return go
+
+    # round 0: the plain sweep picks the best batch size; then everything interleaved
+    best_plain = {bs: float("inf") for bs in sizes}
+    for bs in sizes:
+        plain(bs)()
+    for _ in range(max(rounds, 2)):
+        for bs in sizes:
+            t0 = time.perf_counter()
+            plain(bs)()
+            best_plain[bs] = min(best_plain[bs], time.perf_counter() - t0)
+    bbs = min(best_plain, key=best_plain.get)
+    contenders = {
+        f"loop, batch {bbs} (auto)": (surf(batch_size=bbs), None),
+        f"loop, batch {n}": (surf(batch_size=n, method="loop"), None),
+        "vmap 4 pts, batch 64": (surf(batch_size=64, method="vmap", chunk_size=4), None),
+        "vmap 2 pts, batch 128": (surf(batch_size=min(128, n), method="vmap", chunk_size=2), None),
+    }
+    times, attrs = {}, {}
+    for r in range(rounds + 1):
+        for k, (fn, _) in contenders.items():
+            t0 = time.perf_counter()
+            out = fn()
+            dt = (time.perf_counter() - t0) / n_pts
+            if r == 0:                         # warm-up round
+                attrs[k] = out.attrs
+                times[k] = float("inf")
+                continue
+            times[k] = min(times[k], dt)
+        for bs in (bbs,):                      # the reference again, inside the rounds (shared machine)
+            t0 = time.perf_counter()
+            plain(bs)()
+            best_plain[bs] = min(best_plain[bs], time.perf_counter() - t0)
+    if device.type == "cuda":
+        f32 = surf(batch_size=bbs)()
+        t0 = time.perf_counter()
+        b16 = surf(batch_size=bbs, autocast="bf16")()
+        t16 = (time.perf_counter() - t0) / n_pts
+        where16 = "the same grid"
+    else:      # CPU bf16 convolutions are emulated (~50x slower): a 3-point line on 32 examples shows the difference
+        kw = dict(span=1.0, steps=3, progress=False)
+        f32 = ls.line(model, loss, (x[:32], y[:32]), d[0], **kw)
+        t0 = time.perf_counter()
+        b16 = ls.line(model, loss, (x[:32], y[:32]), d[0], autocast="bf16", **kw)
+        t16 = (time.perf_counter() - t0) / 3
+        where16 = "a 3-point line on 32 examples (CPU)"
+    diff = (b16 - f32).values
+    rel = float(np.max(np.abs(diff) / np.abs(f32.values)))
+    return dict(sizes=sizes, plain=best_plain, bbs=bbs, times=times, attrs=attrs, n=n, steps=steps,
+                params=sum(p.numel() for p in model.parameters()), rel16=rel, abs16=float(np.max(np.abs(diff))),
+                t16=t16, where16=where16, lmin=float(f32.min()), lmax=float(f32.max()))
+
+
+def main_resnet20(args):
+    device = torch.device(args.device)
+    load0 = os.getloadavg()
+    r = resnet20_case(args.n, args.steps, args.rounds, device)
+    load1 = os.getloadavg()
+    print(f"ResNet-20 (cifar-resnet, synthetic data, {r['params']:,} params, BatchNorm eval mode), filter-normalized "
+          f"{r['steps']}x{r['steps']} surface over {r['n']} examples; torch {torch.__version__}, {device}, "
+          f"{torch.get_num_threads()} thread(s), best of {args.rounds} interleaved rounds")
+    print(f"load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
+          f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
+    print("plain no-grad forward + loss over the same examples, by batch size:")
+    for bs in r["sizes"]:
+        print(f"  batch {bs:5d}: {1e3 * r['plain'][bs]:9.1f} ms per pass" + ("   <- best" if bs == r["bbs"] else ""))
+    fwd = r["plain"][r["bbs"]]
+    print(f"{'landscapes.surface':28s} {'ms/pt':>9s} {'x fwd':>7s}  attrs")
+    for k, t in r["times"].items():
+        a = r["attrs"][k]
+        print(f"  {k:26s} {1e3 * t:9.1f} {t / fwd:6.2f}x  method={a['method']} chunk={a['chunk_size']} "
+              f"batch={a['batch_size']} passes/pt={a['forward_passes_per_point']}")
+    best_k = min(r["times"], key=r["times"].get)
+    auto_k = next(k for k in r["times"] if k.endswith("(auto)"))
+    ra = r["times"][auto_k] / fwd
+    print(f"fastest way: {best_k}")
+    print(f"target: cost per grid point <= 1.1x one forward pass at the best batch size: {ra:.3f}x -> "
+          f"{'MET' if ra <= 1.1 else 'NOT MET'}")
+    print(f"bf16 autocast vs float32 on {r['where16']}: max |diff| {r['abs16']:.2e}, max relative "
+          f"{r['rel16']:.2e} (float32 loss range [{r['lmin']:.3f}, {r['lmax']:.3f}]); bf16 {1e3 * r['t16']:.1f} ms/pt"
+          + (" (CPU: bf16 is not faster here; autocast is meant for GPUs)" if device.type == "cpu" else ""))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -113,8 +234,16 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="timed rounds on (a); (b) gets max(rounds, 9)")
     ap.add_argument("--steps", type=int, default=21)
     ap.add_argument("--only", choices=["a", "b"], default=None, help="run one case only")
+    ap.add_argument("--model", choices=["mlp", "resnet20"], default="mlp",
+                    help="mlp: cases (a) and (b); resnet20: the ResNet-20 surface (steps default 5)")
+    ap.add_argument("--n", type=int, default=256, help="examples for --model resnet20")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.model == "resnet20":
+        if "--steps" not in (argv if argv is not None else sys.argv):
+            args.steps = 5
+        return main_resnet20(args)
     load0 = os.getloadavg()[0]
     try:
         import loss_landscapes  # noqa: F401
