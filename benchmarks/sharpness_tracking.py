@@ -15,8 +15,8 @@ in this process
 Prints wall time, the ratio to the untracked run, gradients / products per call, the largest relative difference
 fast vs exact along the run (and of both vs the reference where it measured), and the load average, which on a
 shared machine moves every ratio. Models: ``digits`` (MLP 64-200-200-10 tanh, MSE, lr 0.04: progressive sharpening
-to 2/lr = 50, then the edge of stability, as benchmarks/dynamics.py) and ``conv`` (fashion-cnn, conv 32-64 ReLU,
-``--conv-n`` examples, cross-entropy).
+to 2/lr = 50, then the edge of stability, as benchmarks/dynamics.py) and ``conv`` (fashion-cnn, conv 16-32 ReLU,
+``--conv-n`` examples, MSE, 2/lr = 130 just below the initial sharpness ~138: a catapult, then the edge).
 
 Usage::
 
@@ -50,8 +50,10 @@ def _setup(name, args):
         prob = wb.problems.make("digits-mlp", width=200, depth=2, loss="mse", seed=args.seed)
         return prob, args.lr_digits, args.steps, f"digits-mlp 64-200-200-10 tanh MSE, {len(prob.train)} examples"
     if name == "conv":
-        prob = wb.problems.make("fashion-cnn", n_train=args.conv_n, n_test=100, seed=args.seed, loss="mse")
-        return prob, args.lr_conv, args.conv_steps, (f"fashion-cnn conv 32-64 ReLU MSE, {len(prob.train)} "
+        prob = wb.problems.make("fashion-cnn", n_train=args.conv_n, n_test=100, width=args.conv_width,
+                                seed=args.seed, loss="mse")
+        w = args.conv_width
+        return prob, args.lr_conv, args.conv_steps, (f"fashion-cnn conv {w}-{2 * w} ReLU MSE, {len(prob.train)} "
                                                      "examples")
     raise ValueError(f"--models: unknown model {name!r}; choose digits, conv")
 
@@ -128,10 +130,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="digits,conv")
     ap.add_argument("--steps", type=int, default=2000, help="digits steps")
-    ap.add_argument("--conv-steps", type=int, default=400)
-    ap.add_argument("--conv-n", type=int, default=512, help="fashion-cnn training examples (full batch)")
+    ap.add_argument("--conv-steps", type=int, default=300)
+    ap.add_argument("--conv-n", type=int, default=256, help="fashion-cnn training examples (full batch)")
+    ap.add_argument("--conv-width", type=int, default=16, help="fashion-cnn channels of the first conv layer")
     ap.add_argument("--lr-digits", type=float, default=0.04)
-    ap.add_argument("--lr-conv", type=float, default=0.1)
+    ap.add_argument("--lr-conv", type=float, default=2 / 130,
+                    help="GD step size on the conv net (default 2/130: the stability threshold just below the "
+                         "initial sharpness, about 138, so the run starts at the edge of stability)")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--ref-every", type=int, default=100, help="reference probe interval (0: none)")
     ap.add_argument("--repeats", type=int, default=1, help="timed repetitions (the best is reported)")

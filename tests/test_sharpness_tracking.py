@@ -348,3 +348,50 @@ def test_difference_operator_bad_arguments():
         gradient_difference_operator(model, loss, data, difference="sideways")
     with pytest.raises(ValueError, match="fd_step"):
         gradient_difference_operator(model, loss, data, fd_step=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batch_size / max_memory through the curvature probes
+# ----------------------------------------------------------------------------------------------------------------
+def _tiny_problem():
+    model, loss, (x, y) = _tiny_net(torch.float64)
+    return wb.problems.custom(model, loss, (x, y), loss_form="model", name="tiny")
+
+
+def test_probes_microbatched_equal_single_batch():
+    """batch_size=7 (40 examples: 5 microbatches of 7 and one of 5, weighted by size) and a generous max_memory
+    give the single-batch records (float64), for the exact and the fast Sharpness and the other curvature probes."""
+    from workbench.probes import GradientSubspace, SpectralDensity, Trace
+    prob = _tiny_problem()
+
+    def probes(**kw):
+        return [Sharpness(every=2, k=2, tol=1e-6, **kw),
+                Sharpness(every=2, k=2, tol=1e-6, method="fast", name="fast", **kw),
+                GradientSubspace(every=2, k=2, tol=1e-6, **kw), Trace(every=2, n=4, **kw),
+                SpectralDensity(every=2, probes=1, steps=6, grid=np.linspace(-1, 3, 32), **kw)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recs = [wb.train(prob, "gd", lr=0.1, steps=2, probes=probes(**kw), progress=False).record
+                for kw in ({}, {"batch_size": 7}, {"max_memory": "1GiB"})]
+    for name in ("sharpness_eigenvalues", "fast_eigenvalues", "subspace_fraction", "subspace_eigenvalues", "trace",
+                 "spectrum_density"):
+        for rec in recs[1:]:
+            np.testing.assert_allclose(rec[name].values, recs[0][name].values, rtol=1e-7, atol=1e-9)
+    assert "batch_size=7" in recs[1].attrs["sharpness_microbatch"]
+    assert "sharpness_microbatch" not in recs[0].attrs
+
+
+def test_probe_memory_arguments_validated():
+    for cls in (Sharpness,):
+        with pytest.raises(ValueError, match=r"Sharpness\.batch_size"):
+            cls(batch_size=0)
+        with pytest.raises(ValueError, match=r"Sharpness\.max_memory"):
+            cls(max_memory="lots")
+    from workbench.probes import GradientSubspace, SpectralDensity, Trace
+    for cls, field in ((GradientSubspace, "GradientSubspace"), (Trace, "Trace"), (SpectralDensity, "SpectralDensity")):
+        with pytest.raises(ValueError, match=field + r"\.batch_size"):
+            cls(batch_size=-3)
+    # a budget below one example is the operators' clear error, raised at the first probe call
+    prob = _tiny_problem()
+    with pytest.raises(Exception, match="max_memory"):
+        wb.train(prob, "gd", lr=0.1, steps=2, probes=[Sharpness(every=1, max_memory=16)], progress=False)

@@ -122,10 +122,26 @@ def _check_data(owner: str, data):
                      f"non-empty list of such pairs; got {type(data).__name__}")
 
 
-def _flat_grad(model, loss, data, params, mode: str) -> torch.Tensor:
-    """Gradient of the (batch-size weighted) mean loss over ``data`` w.r.t. ``params``, flattened."""
+def _chunked(batches, batch_size: int | None):
+    """The batches split along dim 0 into chunks of at most ``batch_size`` examples (views)."""
+    if batch_size is None:
+        return list(batches)
+    out = []
+    for b in batches:
+        n = b[0].shape[0]
+        if n <= batch_size:
+            out.append(b)
+            continue
+        parts = [torch.split(t, batch_size) for t in b]
+        out.extend(tuple(p[i] for p in parts) for i in range(len(parts[0])))
+    return out
+
+
+def _flat_grad(model, loss, data, params, mode: str, batch_size: int | None = None) -> torch.Tensor:
+    """Gradient of the (batch-size weighted) mean loss over ``data`` w.r.t. ``params``, flattened (microbatches of at
+    most ``batch_size`` examples)."""
     model.train(mode == "train")
-    batches = [data] if _is_pair(data) else list(data)
+    batches = _chunked([data] if _is_pair(data) else list(data), batch_size)
     total = sum(b[0].shape[0] for b in batches)
     flat = None
     for b in batches:
@@ -152,12 +168,16 @@ class _CurvatureProbe(Probe):
     """Shared options: data, max_samples, mode; builds the Hessian operator at θ_t."""
 
     def __init__(self, every: int, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval",
-                 name: str | None = None):
+                 name: str | None = None, batch_size: int | None = None, max_memory: int | str | None = None):
         super().__init__(every, name)
         cls = type(self).__name__
         self.data = _check_data(cls, data)
         self.max_samples = check_int(f"{cls}.max_samples", max_samples, 1, allow_none=True)
         self.mode = check_choice(f"{cls}.mode", mode, ("eval", "train"))
+        self.batch_size = check_int(f"{cls}.batch_size", batch_size, 1, allow_none=True)
+        from ..curvature._common import parse_memory
+        self.max_memory = parse_memory(max_memory, f"{cls}.max_memory")
+        self._planned_batch: int | None = None     # the microbatch size a max_memory plan chose (first call)
         self._notes: list[str] = []
         self._device_data = None
 
@@ -183,8 +203,33 @@ class _CurvatureProbe(Probe):
             return "the current training mini-batch"
         return "user-supplied data"
 
+    def _memory_kwargs(self) -> dict:
+        """``batch_size`` / ``max_memory`` for the operators: after the first budgeted operator the microbatch size
+        its plan chose is reused (the plan's trial products are not repeated at every call)."""
+        if self._planned_batch is not None:
+            bs = self._planned_batch if self.batch_size is None else min(self.batch_size, self._planned_batch)
+            return {"batch_size": bs}
+        kw = {}
+        if self.batch_size is not None:
+            kw["batch_size"] = self.batch_size
+        if self.max_memory is not None:
+            kw["max_memory"] = self.max_memory
+        return kw
+
     def _hessian(self, ctx: ProbeContext, data):
-        return _curv().hessian(ctx.model, ctx.problem.loss, data, mode=self.mode)
+        H = _curv().hessian(ctx.model, ctx.problem.loss, data, mode=self.mode, **self._memory_kwargs())
+        if self.max_memory is not None and self._planned_batch is None:
+            mb = getattr(H, "attrs", {}).get("microbatch_size")
+            if mb is not None:
+                self._planned_batch = int(mb)
+        return H
+
+    def _microbatch(self, ctx: ProbeContext, data) -> int | None:
+        """The microbatch size for gradients on ``data``: ``batch_size``, or what a ``max_memory`` plan chose for
+        Hessian-vector products (a gradient needs less memory than a product), planned once."""
+        if self.max_memory is not None and self._planned_batch is None:
+            self._hessian(ctx, data)
+        return self._memory_kwargs().get("batch_size")
 
     def _note(self, text: str, warn: bool = False):
         """Record a note in the record attrs (``<name>_notes``), once; ``warn=True`` also warns."""
@@ -203,11 +248,18 @@ class _CurvatureProbe(Probe):
         self.n_params = sum(p.numel() for p in ctx.params)
 
     def attrs(self) -> dict[str, Any]:
-        return {"mode": self.mode, "data": self._data_text(), "notes": "; ".join(self._notes)}
+        a = {"mode": self.mode, "data": self._data_text(), "notes": "; ".join(self._notes)}
+        if self.batch_size is not None or self.max_memory is not None:
+            a["microbatch"] = (f"batch_size={self.batch_size}, max_memory={self.max_memory} bytes, microbatch "
+                               f"{self._memory_kwargs().get('batch_size')}")
+        return a
 
     def config(self) -> dict[str, Any]:
         d = self.data if (self.data is None or isinstance(self.data, str)) else "user-supplied"
-        return {**super().config(), "data": d, "max_samples": self.max_samples, "mode": self.mode}
+        c = {**super().config(), "data": d, "max_samples": self.max_samples, "mode": self.mode}
+        if self.batch_size is not None or self.max_memory is not None:     # records of existing runs unchanged
+            c.update(batch_size=self.batch_size, max_memory=self.max_memory)
+        return c
 
 
 def _top_eigs(op, k, tol, max_iter, v0, seed=0, criterion="residual"):
@@ -289,7 +341,7 @@ class _GradientAt:
     vector ``s``, by ``torch.func.functional_call`` (the model's own parameters are never written). Evaluated in
     ``mode`` with the model's mode flags, buffers and RNG restored afterwards, dropout masks seeded by ``seed``."""
 
-    def __init__(self, model, loss, data, mode, seed=0):
+    def __init__(self, model, loss, data, mode, seed=0, batch_size=None):
         from ..curvature._common import as_batches
         self.model, self.mode, self.seed = model, mode, int(seed)
         self.sel = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -297,7 +349,9 @@ class _GradientAt:
         self.device, self.dtype = p0.device, p0.dtype
         self.numels = [p.numel() for _, p in self.sel]
         self.size = sum(self.numels)
-        self.batches, self.weights, self.n_examples = as_batches(data, self.device)
+        batches, _, self.n_examples = as_batches(data, self.device)
+        self.batches = _chunked(batches, batch_size)
+        self.weights = [b[0].shape[0] / self.n_examples for b in self.batches]
         self.wrapper = _LossOf(model, loss)
         self.count = 0
         self.theta_norm = float(torch.linalg.vector_norm(torch.stack(
@@ -353,11 +407,15 @@ class _GradientAt:
                 g = torch.cat([(torch.zeros_like(t) if gi is None else gi).reshape(-1) for t, gi in zip(leaves, gs)])
                 flat = g * w if flat is None else flat + g * w
         self.count += 1
+        if not bool(torch.isfinite(flat).all()):
+            raise FloatingPointError("gradient produced non-finite values (nan/inf): the loss or model is not "
+                                     "finite at these parameters")
         return flat.detach()
 
 
 def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torch.Tensor | None = None,
-                                 difference: str = "forward", fd_step: float = FD_STEP, seed: int = 0):
+                                 difference: str = "forward", fd_step: float = FD_STEP, seed: int = 0,
+                                 batch_size: int | None = None):
     """The Hessian of the mean loss over ``data`` as a :class:`~workbench.curvature.LinearOperator` whose products
     are finite differences of gradients (no second-order graph):
 
@@ -372,7 +430,9 @@ def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torc
     (tanh, MSE, float32) along an edge-of-stability run, against exact double-backward products at the top
     eigenvector: relative error of Hv 5e-3 at c = 1, 5e-4 at c = 0.1, 1e-4 at c = 0.01 (rounding takes over
     below), of the Rayleigh quotient vᵀHv ≤ 3e-5 at c = 0.1; central differences ≤ 2e-5 (Hv) at c = 0.1. On CUDA
-    the gradients are evaluated with TF32 off (its 10-bit mantissa would be amplified by 1/ε).
+    the gradients are evaluated with TF32 off (its 10-bit mantissa would be amplified by 1/ε). ``batch_size``
+    splits each batch into microbatches of at most that many examples (weighted by size; memory: one gradient's
+    activations for one microbatch, plus three parameter-sized vectors).
 
     ``op.gradient()`` returns g(θ) (``g0``, or computed once). Attributes: ``n_matvec`` (products), ``grad.count`` (gradient evaluations, g(θ) included when computed here),
     ``eps_rule`` (the step rule and ‖θ‖ as text). The model is never modified (parameters are substituted functionally; mode, buffers and RNG are
@@ -380,7 +440,8 @@ def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torc
     """
     check_choice("difference", difference, FD_DIFFERENCES)
     fd_step = check_float("fd_step", fd_step, 0.0, 1e3, low_inclusive=False)
-    grad = _GradientAt(model, loss, data, mode, seed)
+    batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
+    grad = _GradientAt(model, loss, data, mode, seed, batch_size)
     n = grad.size
     u = torch.finfo(grad.dtype).eps
     scale = fd_step * math.sqrt(u) * (1.0 + grad.theta_norm)
@@ -505,8 +566,9 @@ class Sharpness(_CurvatureProbe):
                  mode: str = "eval", tol: float = 1e-2, max_iter: int | None = None, warm_start: bool = True,
                  refresh: int | None = 20, guard: int = 1, preconditioned: bool = True, seed: int = 0,
                  name: str | None = None, method: str = "exact", difference: str = "forward",
-                 fd_step: float = FD_STEP, gradient_start: bool = True):
-        super().__init__(every, data, max_samples, mode, name)
+                 fd_step: float = FD_STEP, gradient_start: bool = True, batch_size: int | None = None,
+                 max_memory: int | str | None = None):
+        super().__init__(every, data, max_samples, mode, name, batch_size, max_memory)
         self.method = check_choice("Sharpness.method", method, SHARPNESS_METHODS)
         self.difference = check_choice("Sharpness.difference", difference, FD_DIFFERENCES)
         self.fd_step = check_float("Sharpness.fd_step", fd_step, 0.0, 1e3, low_inclusive=False)
@@ -591,7 +653,7 @@ class Sharpness(_CurvatureProbe):
                 return False
         return True
 
-    def _step_gradient(self, ctx, data):
+    def _step_gradient(self, ctx, data, microbatch=None):
         """The gradient the training step computed at θ_t when it equals the probe's g(θ_t), else None.
 
         It does when: this is not the final call; the step ran in float32 (no autocast), uncompiled, without TF32
@@ -610,7 +672,8 @@ class Sharpness(_CurvatureProbe):
         indep = self._reuse_ok[key]
         mb = getattr(run, "microbatch", None)
         chunks_one = mb is None or ctx.batch[0].shape[0] <= mb
-        if not indep and not (self.mode == "train" and chunks_one):
+        probe_one = microbatch is None or not _is_pair(data) or data[0].shape[0] <= microbatch
+        if not indep and not (self.mode == "train" and chunks_one and probe_one):
             return None
         if self.mode == "train" and not indep:
             from torch import nn
@@ -659,9 +722,10 @@ class Sharpness(_CurvatureProbe):
         seed = self.seed * 1_000_003 + self._calls
         fast = {}
         if self.method == "fast":
-            g0 = self._step_gradient(ctx, data) if self.difference == "forward" else None
+            mb = self._microbatch(ctx, data)
+            g0 = self._step_gradient(ctx, data, mb) if self.difference == "forward" else None
             H = gradient_difference_operator(ctx.model, ctx.problem.loss, data, self.mode, g0, self.difference,
-                                             self.fd_step, seed=self.seed)
+                                             self.fd_step, seed=self.seed, batch_size=mb)
             res = self._solve(H, k, cold, self._v, seed, H.gradient() if self.gradient_start else None)
         else:
             H = self._hessian(ctx, data)
@@ -706,7 +770,8 @@ class Sharpness(_CurvatureProbe):
                          f"top-{self.k + self.guard} vectors" + (" and the gradient" if self.gradient_start else "")
                          + " by Rayleigh-Ritz until the residual is at most "
                          f"tol |lambda|; a cold solve every {self.refresh or 'never'}-th call"}
-        return {**super().attrs(), "method": self.method, **fast, "k": self.k, "tol": self.tol,
+        return {**super().attrs(), **({"method": self.method} if self.method == "fast" else {}), **fast,
+                "k": self.k, "tol": self.tol,
                 "warm_start": int(self.warm_start),
                 "refresh": 0 if self.refresh is None else self.refresh, "guard": self.guard,
                 "threshold_rule": "2/lr (gd, sgd); (2+2*momentum)/lr (heavy ball); "
@@ -717,8 +782,10 @@ class Sharpness(_CurvatureProbe):
         return {**super().config(), "k": self.k, "tol": self.tol, "max_iter": self.max_iter,
                 "warm_start": self.warm_start, "refresh": self.refresh, "guard": self.guard,
                 "preconditioned": self.preconditioned,
-                "seed": self.seed, "method": self.method, "difference": self.difference, "fd_step": self.fd_step,
-                "gradient_start": self.gradient_start}
+                "seed": self.seed,
+                **({} if self.method == "exact" else {     # records of existing (exact) runs unchanged
+                    "method": self.method, "difference": self.difference, "fd_step": self.fd_step,
+                    "gradient_start": self.gradient_start})}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -745,8 +812,9 @@ class GradientSubspace(_CurvatureProbe):
 
     def __init__(self, every: int = 10, k: int = 10, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES,
                  mode: str = "eval", tol: float = 1e-2, max_iter: int | None = None, refresh: int | None = 20,
-                 seed: int = 0, name: str | None = None):
-        super().__init__(every, data, max_samples, mode, name)
+                 seed: int = 0, name: str | None = None, batch_size: int | None = None,
+                 max_memory: int | str | None = None):
+        super().__init__(every, data, max_samples, mode, name, batch_size, max_memory)
         self.k = check_int("GradientSubspace.k", k, 1, 1000)
         self.refresh = check_int("GradientSubspace.refresh", refresh, 1, allow_none=True)
         self.tol = check_float("GradientSubspace.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
@@ -799,7 +867,8 @@ class GradientSubspace(_CurvatureProbe):
         if self._v is not None:
             overlap = float((self._v.T @ V).pow(2).sum()) / k
         self._v = V
-        g = _flat_grad(ctx.model, ctx.problem.loss, data, ctx.params, self.mode).to(V.dtype)
+        g = _flat_grad(ctx.model, ctx.problem.loss, data, ctx.params, self.mode,
+                       self._microbatch(ctx, data)).to(V.dtype)
         frac = _fraction(V, g)
         gb = ctx.flat_grad()
         frac_b = NAN if gb is None else _fraction(V, gb.to(V.device, V.dtype))
@@ -840,8 +909,9 @@ class Trace(_CurvatureProbe):
 
     def __init__(self, every: int = 10, n: int = 30, method: str = "hutch++", data=None,
                  max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval", seed: int = 0,
-                 name: str | None = None):
-        super().__init__(every, data, max_samples, mode, name)
+                 name: str | None = None, batch_size: int | None = None,
+                 max_memory: int | str | None = None):
+        super().__init__(every, data, max_samples, mode, name, batch_size, max_memory)
         self.n = check_int("Trace.n", n, 1, 100_000)
         self.method = check_choice("Trace.method", method, ("hutch++", "hutchinson"))
         self.seed = check_int("Trace.seed", seed, 0, 2**31 - 1)
@@ -887,8 +957,9 @@ class BatchSharpness(_CurvatureProbe):
 
     def __init__(self, every: int = 50, batch_sizes: Sequence[int] = (32, 128, 512), n_batches: int = 4,
                  data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval", tol: float = 1e-2,
-                 max_iter: int | None = None, seed: int = 0, name: str | None = None):
-        super().__init__(every, data, max_samples, mode, name)
+                 max_iter: int | None = None, seed: int = 0, name: str | None = None, batch_size: int | None = None,
+                 max_memory: int | str | None = None):
+        super().__init__(every, data, max_samples, mode, name, batch_size, max_memory)
         if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
             raise ValueError(f"BatchSharpness.batch_sizes must be a non-empty list of integers >= 1; got "
                              f"{batch_sizes!r}")
@@ -987,8 +1058,9 @@ class SpectralDensity(_CurvatureProbe):
     def __init__(self, every: int = 50, probes: int = 4, steps: int = 50, grid=None, grid_size: int = 256,
                  headroom: float = 1.0, width: float = 0.01, sigma: float | None = None, data=None,
                  max_samples: int | None = DEFAULT_MAX_SAMPLES, mode: str = "eval", seed: int = 0,
-                 name: str | None = None):
-        super().__init__(every, data, max_samples, mode, name)
+                 name: str | None = None, batch_size: int | None = None,
+                 max_memory: int | str | None = None):
+        super().__init__(every, data, max_samples, mode, name, batch_size, max_memory)
         self.probes = check_int("SpectralDensity.probes", probes, 1, 10_000)
         self.steps = check_int("SpectralDensity.steps", steps, 2, 10_000)
         self.grid_size = check_int("SpectralDensity.grid_size", grid_size, 16, 100_000)
