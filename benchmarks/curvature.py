@@ -538,7 +538,7 @@ def main():
             note = f"rms over {len(seeds)} seeds" if len(seeds) > 1 else ""
             if int(np.median([o[2] for o in out])) < CFG["tr_n"]:
                 note += (f"; stopped after {int(np.median([o[2] for o in out]))} of {CFG['tr_n']} products (PyHessian "
-                         "stops when (new - old) / (old + 1e-6) < tol, always true for a falling negative estimate)"
+                         "stops when |new - old| / (old + 1e-6) < tol, always true once its running mean is negative)"
                          if lib == "pyhessian" else "; used fewer products than the budget")
             if real:           # the reference is itself an estimate: show the values
                 note += f"; estimate {np.median([o[0] for o in out]):.4g} (reference {true_tr:.4g} +- {tr_se:.2g})"
