@@ -546,6 +546,29 @@ class Sharpness(_CurvatureProbe):
     (default 1: k + 1 pairs are solved and warm-started, the top k recorded) and every ``refresh``-th call
     (default 20; ``None`` = never) starts cold from a random vector.
 
+    ``method="fast"`` is the cheap tracking mode: Hessian-vector products are finite differences of gradients,
+    (g(θ + εv) − g(θ))/ε (see :func:`gradient_difference_operator`; ``difference="central"`` for the second-order
+    scheme at two gradients per product, ``fd_step`` the c of ε = c·sqrt(u)·(1 + ‖θ‖)/‖v‖), with g(θ) the gradient
+    the training step already computed when it is the probe's (full-batch runs on the probe data, float32 without
+    autocast or compile, a model whose forward does not depend on train/eval mode or ``mode="train"``), otherwise one
+    extra gradient. A warm call refines the previous top-(k + ``guard``) vectors and, with ``gradient_start`` (default),
+    the gradient g(θ) itself — at the edge of stability GD oscillates along the top eigenvectors, so the gradient
+    carries an eigenvector that overtakes the tracked ones — by Rayleigh-Ritz / Lanczos steps until the top-k
+    residuals are ≤ ``tol``·|λ| (no minimum basis: typically 3-4 gradients at k = 1, guard = 1); every
+    ``refresh``-th call is a cold solve (eigs from a random start) on the same operator. Measured on digits-mlp
+    (MSE, lr 0.04, 2000 steps, every 10) against a tight reference (cold, tol 1e-4, 2 guard pairs): largest relative
+    error 1.26% (2 of 201 calls above 1%, both where λ₁ and λ₂ nearly cross) at 4.4 gradients per call, against
+    1.41% (3 calls) and 5.1 double-backward products (each ~1.7 gradients) for ``method="exact"``; without the guard
+    vector 7.6%, without the gradient start 4%. ``"exact"`` stays the default: the finite differences carry a
+    float32 rounding floor (9e-4 relative measured on the 2-D ``quadratic`` problem, where exact products give
+    λ to 1e-7), and existing records keep their meaning. The record adds
+    ``<name>_gradients`` (gradient evaluations) and ``<name>_cold`` (1 for a cold solve); ``<name>_hvps`` counts the
+    finite-difference products.
+
+    ``batch_size`` / ``max_memory`` (every curvature probe): the Hessian operators (and fast mode's gradients) run
+    over microbatches of at most ``batch_size`` examples, or the size a ``max_memory`` budget picks (planned once,
+    at the first call; see :func:`workbench.curvature.hessian`).
+
     Variables (probe ``name``, default ``"sharpness"``):
 
     * ``<name>``: λ_max(H) (the sharpness); ``<name>_eigenvalues`` / ``<name>_residuals`` (dim ``eig``): the
