@@ -12,7 +12,8 @@ in this process
 4. (accuracy only, not timed against the others) a reference probe every ``--ref-every`` steps: exact products,
    cold start, residual tol 1e-4, 2 guard pairs.
 
-Prints wall time, the ratio to the untracked run, gradients / products per call, the largest relative difference
+Prints wall and process CPU time (with one torch thread the CPU time is the compute, less sensitive to a
+shared machine's load than wall time), their ratios to the untracked run, gradients / products per call, the largest relative difference
 fast vs exact along the run (and of both vs the reference where it measured), and the load average, which on a
 shared machine moves every ratio. Models: ``digits`` (MLP 64-200-200-10 tanh, MSE, lr 0.04: progressive sharpening
 to 2/lr = 50, then the edge of stability, as benchmarks/dynamics.py) and ``conv`` (fashion-cnn, conv 16-32 ReLU,
@@ -71,27 +72,28 @@ def bench(name, args):
     rows, recs = [], {}
     for rep in range(args.repeats):
         for label, probes in configs:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run = wb.train(prob, "gd", probes=[type(p)(**_ctor(p)) for p in probes], **kw)
-            secs = time.perf_counter() - t0
-            rows.append((label, rep, secs))
+            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+            rows.append((label, rep, secs, cpu))
             recs[label] = run.record
-            print(f"  {label} rep {rep}: {secs:.1f} s ({run.status}; {_load()})", flush=True)
+            print(f"  {label} rep {rep}: {secs:.1f} s wall, {cpu:.1f} s CPU ({run.status}; {_load()})", flush=True)
     ref = None
     if args.ref_every:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = wb.train(prob, "gd", probes=[Sharpness(every=args.ref_every, tol=1e-4, warm_start=False, guard=2,
                                                          name="ref")], **kw).record
-    times = {label: min(s for l_, _, s in rows if l_ == label) for label, _ in configs}
-    base = times["untracked"]
+    times = {label: min(s for l_, _, s, _ in rows if l_ == label) for label, _ in configs}
+    cpus = {label: min(c for l_, _, _, c in rows if l_ == label) for label, _ in configs}
+    base, cbase = times["untracked"], cpus["untracked"]
     ex, fa = recs["exact"], recs["fast"]
     diff = np.abs(fa["fast"].values - ex["exact"].values) / np.abs(ex["exact"].values)
     worst = int(np.argmax(diff))
-    print(f"\n| {name} | wall s (best of {args.repeats}) | × untracked | gradients or HVPs / call (mean, warm median) "
-          "| probe s / call | max rel. diff vs reference |")
-    print("|---|---:|---:|---|---:|---:|")
-    print(f"| untracked | {base:.1f} | 1.00 | – | – | – |")
+    print(f"\n| {name} | wall s (best of {args.repeats}) | × untracked | CPU s | × untracked (CPU) | gradients or "
+          "HVPs / call (mean, warm median) | probe s / call | max rel. diff vs reference |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    print(f"| untracked | {base:.1f} | 1.00 | {cbase:.1f} | 1.00 | – | – | – |")
     for label, rec in (("exact", ex), ("fast", fa)):
         if label == "fast":
             cost = rec["fast_gradients"].values
@@ -107,7 +109,8 @@ def bench(name, args):
             mask = np.isin(rec[f"{label}_step"].values, steps_r)
             r_at = ref["ref"].sel(ref_step=rec[f"{label}_step"].values[mask]).values
             vsref = f"{np.max(np.abs(rec[label].values[mask] - r_at) / np.abs(r_at)):.1e}"
-        print(f"| {label} | {times[label]:.1f} | {times[label] / base:.2f} | {cost.mean():.2f} {unit} "
+        print(f"| {label} | {times[label]:.1f} | {times[label] / base:.2f} | {cpus[label]:.1f} | "
+              f"{cpus[label] / cbase:.2f} | {cost.mean():.2f} {unit} "
               f"({np.median(warm):.0f}) | {rec[f'{label}_seconds'].values.mean():.4f} | {vsref} |")
     s = ex["exact"].values
     print(f"\nfast vs exact along the run: largest relative difference {diff.max():.2e} at step "
@@ -115,7 +118,8 @@ def bench(name, args):
           f"median {np.median(diff):.1e}; calls > 1%: {int((diff > 0.01).sum())} of {diff.size}")
     print(f"sharpness (exact) at 0, 25%, 50%, 75%, end: "
           f"{', '.join(f'{s[int(i)]:.2f}' for i in np.linspace(0, len(s) - 1, 5))}; 2/lr = {2 / lr:g}; "
-          f"fast / untracked = {times['fast'] / base:.2f} (target <= 1.3); {_load()}")
+          f"fast / untracked = {times['fast'] / base:.2f} wall, {cpus['fast'] / cbase:.2f} CPU (target <= 1.3); "
+          f"{_load()}")
     return times, diff
 
 
