@@ -395,3 +395,18 @@ def test_probe_memory_arguments_validated():
     prob = _tiny_problem()
     with pytest.raises(Exception, match="max_memory"):
         wb.train(prob, "gd", lr=0.1, steps=2, probes=[Sharpness(every=1, max_memory=16)], progress=False)
+
+
+def test_fast_falls_back_to_exact_when_differences_cannot_meet_tol():
+    """A step far too large for the curvature (fd_step=1e3: ε ~ 1) makes the products inaccurate; the probe then
+    solves the call with exact products and says so, so the record stays right."""
+    model, loss, (x, y) = _tiny_net(torch.float32)
+    prob = wb.problems.custom(model, loss, (x, y), loss_form="model", name="tiny32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = wb.train(prob, "gd", lr=0.1, steps=4, progress=False,
+                       probes=[Sharpness(every=2, method="fast", fd_step=1e3, tol=1e-3),
+                               Sharpness(every=2, tol=1e-3, name="exact")]).record
+    assert rec["sharpness_fallback"].values.sum() >= 1
+    np.testing.assert_allclose(rec["sharpness"].values, rec["exact"].values, rtol=2e-3)
+    assert "exact products" in rec.attrs["sharpness_notes"]
