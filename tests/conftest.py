@@ -7,6 +7,16 @@ import torch
 torch.set_num_threads(max(1, (os.cpu_count() or 2) // (2 if os.environ.get("PYTEST_XDIST_WORKER") else 1)))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models (fastest for them, and no fight with a loaded machine's other
+    jobs); the previous setting is restored after the module. Use: pytestmark = pytest.mark.usefixtures("one_thread")."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_tqdm(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")

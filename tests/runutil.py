@@ -37,3 +37,19 @@ def tiny_conv_problem(n: int = 48, seed: int = 0, dtype=torch.float32) -> wb.Pro
 
     return wb.Problem(name="tiny-conv", kind="classification", model_factory=factory,
                       loss_fn=nn.functional.cross_entropy, train=TensorDataset(x, y), seed=seed, n_classes=3)
+
+
+def snapshot(model):
+    """What an analysis must leave as it was: module modes, state (parameters and BatchNorm buffers), .grad, RNG."""
+    return ([m.training for m in model.modules()], {k: v.clone() for k, v in model.state_dict().items()},
+            [None if p.grad is None else p.grad.clone() for p in model.parameters()], torch.get_rng_state())
+
+
+def assert_same(model, snap):
+    modes, state, grads, rng = snap
+    assert [m.training for m in model.modules()] == modes
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    for p, g in zip(model.parameters(), grads):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    assert torch.equal(torch.get_rng_state(), rng)

@@ -14,6 +14,8 @@ from torch import nn
 import workbench as wb
 from workbench.curvature import ConvergenceWarning, LinearOperator, eigs, fisher, ggn, hessian
 
+from runutil import assert_same as _assert_same, snapshot as _snapshot
+
 
 # -- dense references --------------------------------------------------------------------------------------------
 def _ce(m, b):
@@ -336,23 +338,6 @@ class _BNDrop(nn.Module):
 
     def forward(self, x):
         return self.fc2(self.drop(torch.tanh(self.bn(self.fc1(x)))))
-
-
-def _snapshot(model):
-    return ([m.training for m in model.modules()],
-            {k: v.clone() for k, v in model.state_dict().items()},
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            torch.get_rng_state())
-
-
-def _assert_same(model, snap):
-    modes, state, grads, rng = snap
-    assert [m.training for m in model.modules()] == modes
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), k
-    for p, g in zip(model.parameters(), grads):
-        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
-    assert torch.equal(torch.get_rng_state(), rng)
 
 
 @pytest.mark.parametrize("model_mode", ["train", "eval"])

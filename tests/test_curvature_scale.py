@@ -17,16 +17,11 @@ from workbench.curvature import (LinearOperator, block_spectra, eigs, eigs_sprea
                                  parse_memory)
 from workbench.curvature._common import BatchSource
 
+from runutil import assert_same as _assert_same, snapshot as _snapshot
+
 DT = torch.float64
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 models: one thread is fastest, and immune to a loaded machine's thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny float64 models: one thread is fastest (conftest.py)
 
 
 def _ce(m, b):
@@ -78,21 +73,6 @@ def _builders():
 
 def _relerr(a, b):
     return float((a - b).abs().max() / b.abs().max())
-
-
-def _snapshot(model):
-    return ([m.training for m in model.modules()], {k: v.clone() for k, v in model.state_dict().items()},
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()], torch.get_rng_state())
-
-
-def _assert_same(model, snap):
-    modes, state, grads, rng = snap
-    assert [m.training for m in model.modules()] == modes
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), k
-    for p, g in zip(model.parameters(), grads):
-        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
-    assert torch.equal(torch.get_rng_state(), rng)
 
 
 # -- microbatches and memory budgets -----------------------------------------------------------------------------

@@ -14,14 +14,7 @@ import workbench as wb
 from workbench.probes import ProbeContext, Sharpness
 from workbench.probes.curvature import _refine_top, gradient_difference_operator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster and does not fight a shared machine's other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one thread is fastest (conftest.py)
 
 
 # ----------------------------------------------------------------------------------------------------------------

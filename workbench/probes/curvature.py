@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .._validate import check_bool, check_choice, check_float, check_int
+from ..curvature.operators import _LossModule
 from .base import Probe, ProbeContext, Var
 
 __all__ = ["Sharpness", "GradientSubspace", "Trace", "SpectralDensity", "BatchSharpness",
@@ -293,18 +294,6 @@ FAST_WARM_MAX = 20  # product budgets of fast mode's warm / cold solves before a
 FAST_COLD_MAX = 80
 
 
-class _LossOf(torch.nn.Module):
-    """Lets ``torch.func.functional_call`` substitute parameters inside ``loss(model, batch)``."""
-
-    def __init__(self, model, loss):
-        super().__init__()
-        self.m = model
-        self._loss = loss
-
-    def forward(self, batch):
-        return self._loss(self.m, batch)
-
-
 class _no_tf32:
     """Full float32 matmuls and convolutions on CUDA inside the block (TF32's 10-bit mantissa, cuDNN's default for
     convolutions, would be amplified by 1/eps in a difference of gradients); restores the flags on exit."""
@@ -354,7 +343,7 @@ class _GradientAt:
         batches, _, self.n_examples = as_batches(data, self.device)
         self.batches = _chunked(batches, batch_size)
         self.weights = [b[0].shape[0] / self.n_examples for b in self.batches]
-        self.wrapper = _LossOf(model, loss)
+        self.wrapper = _LossModule(model, loss)
         self.count = 0
         self.theta_norm = float(torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(p.detach().float()) for _, p in self.sel])))
