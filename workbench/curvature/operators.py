@@ -449,6 +449,22 @@ _DATA_DOC = """data: one batch (a tuple/list of tensors such as ``(x, y)``) or a
         ``op.attrs["memory"]`` records the plan (see :class:`MemoryPlan`)."""
 
 
+def _memoized(build, cache: bool):
+    """``graph(i, batch)``: microbatch ``i``'s autograd graph from ``build(i, batch)``, kept alive between products
+    when ``cache`` (in-memory data), rebuilt at every product otherwise (streamed data: one graph alive at a time)."""
+    graphs: dict[int, tuple] = {}
+
+    def graph(i, batch):
+        if i in graphs:
+            return graphs[i]
+        g = build(i, batch)
+        if cache:
+            graphs[i] = g
+        return g
+
+    return graph
+
+
 def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mode: str | None = "eval",
             method: str | None = None, cache: bool | None = None, seed: int = 0, batch_size: int | None = None,
             max_memory: int | str | None = None) -> CurvatureOperator:
@@ -475,7 +491,6 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
     """
     method = DEFAULT_HVP_METHOD if method is None else check_choice("method", method, HVP_METHODS)
     s = _Setup(model, loss, data, params, mode, seed, batch_size)
-    graphs: dict[int, tuple] = {}
 
     def first_order(i, batch):
         leaves = s.leaves()
@@ -512,13 +527,7 @@ def hessian(model: nn.Module, loss: Callable, data: Any, params: Any = None, mod
     if cache is None:
         cache = s.source.n_chunks == 1
 
-    def graph(i, batch):
-        if i in graphs:
-            return graphs[i]
-        out = first_order(i, batch)
-        if cache:
-            graphs[i] = out
-        return out
+    graph = _memoized(first_order, cache)
 
     if method == "double-backward":
         def matvec(v):
@@ -692,7 +701,6 @@ def _output_operator(kind, model, loss, data, params, mode, loss_fn, method_note
     loss_fn = _resolve_loss_fn(loss, loss_fn)
     s = _Setup(model, loss, data, params, mode, seed, batch_size)
     lkind = _loss_kind(loss_fn)
-    graphs: dict[int, tuple] = {}
 
     def build(i, batch):
         x, y = _split_xy(batch)
@@ -747,13 +755,7 @@ def _output_operator(kind, model, loss, data, params, mode, loss_fn, method_note
         cache = s.source.n_chunks == 1 or (batch_size is None and max_memory is None
                                            and not isinstance(data, BatchSource))
 
-    def graph(i, batch):
-        if i in graphs:
-            return graphs[i]
-        g = build(i, batch)
-        if cache:
-            graphs[i] = g
-        return g
+    graph = _memoized(build, cache)
 
     if cache:
         for i, (b, _) in enumerate(s.source):     # build (and sample) once: the operator is a fixed matrix
