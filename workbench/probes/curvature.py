@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from .._validate import check_bool, check_choice, check_float, check_int
+from ..curvature._common import preserved
 from ..curvature.operators import _LossModule
 from .base import Probe, ProbeContext, Var
 
@@ -348,36 +348,6 @@ class _GradientAt:
         self.theta_norm = float(torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(p.detach().float()) for _, p in self.sel])))
 
-    @contextmanager
-    def _preserved(self, seed: int):
-        """Mode set, then flags, buffers (train mode: BatchNorm statistics) and RNG restored on exit; the RNG of
-        the parameters' device seeded with ``seed`` inside (same dropout masks for every gradient). A lighter
-        :func:`workbench.curvature._common.preserved` (torch.manual_seed alone costs ~0.6 ms, a few % of a small
-        model's gradient)."""
-        model = self.model
-        flags = [m.training for m in model.modules()]
-        bufs = list(model.buffers()) if self.mode != "eval" else []
-        saved = [b.detach().clone() for b in bufs]
-        cpu = torch.get_rng_state()
-        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        try:
-            torch.default_generator.manual_seed(seed)
-            if cuda is not None:
-                torch.cuda.default_generators[self.device.index or 0].manual_seed(seed)
-            if self.mode is not None:
-                model.train(self.mode == "train")
-            yield
-        finally:
-            with torch.no_grad():
-                for m, f in zip(model.modules(), flags):
-                    m.training = f
-                for b, v in zip(bufs, saved):
-                    if not torch.equal(b, v):
-                        b.copy_(v)
-            torch.set_rng_state(cpu)
-            if cuda is not None:
-                torch.cuda.set_rng_state(cuda, self.device)
-
     def __call__(self, shift: torch.Tensor | None = None) -> torch.Tensor:
         leaves, o = [], 0
         for (_, p), m in zip(self.sel, self.numels):
@@ -390,7 +360,7 @@ class _GradientAt:
         flat = None
         with _no_tf32(self.device):
             for i, (b, w) in enumerate(zip(self.batches, self.weights)):
-                with self._preserved(self.seed + 1000003 * i), torch.enable_grad():
+                with preserved(self.model, self.mode, self.seed + 1000003 * i), torch.enable_grad():
                     L = torch.func.functional_call(self.wrapper, names, (b,))
                     if L.dim() != 0:
                         raise ValueError(f"loss must return a scalar (mean) loss; got shape {tuple(L.shape)}")
