@@ -131,6 +131,13 @@ def _combine(rows: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     return (S.T.contiguous() @ rows).T
 
 
+def _grown(buf: torch.Tensor, used: int, cap: int) -> torch.Tensor:
+    """``buf`` with twice its rows (at most ``cap``), the first ``used`` rows copied."""
+    out = torch.empty(min(cap, 2 * buf.shape[0]), buf.shape[1], device=buf.device, dtype=buf.dtype)
+    out[:used] = buf[:used]
+    return out
+
+
 def _order(theta: torch.Tensor, which: str) -> torch.Tensor:
     if which == "LA":
         return torch.argsort(theta, descending=True)
@@ -227,12 +234,14 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     n_mv = 0
     W0 = op.matmat(Q) if Q.shape[1] > 1 else op.matvec(Q[:, 0]).reshape(n, 1)
     n_mv += Q.shape[1]
-    # preallocated basis and image buffers (no per-step concatenation)
+    # basis and image buffers, one vector per row (contiguous), used through transposed (n, m) views; they grow
+    # by doubling up to max_basis + 1 rows (no per-step concatenation, and a solve that converges early - top-1
+    # typically within 20-40 products - holds only the rows it used, not the whole restart capacity)
     cap = max_basis + 1
-    # stored one vector per row (contiguous), used through transposed (n, m) views
-    Qb = torch.empty(cap, n, device=dev, dtype=dt)
-    Wb = torch.empty(cap, n, device=dev, dtype=dt)
     m = Q.shape[1]
+    rows = min(cap, max(m + 1, 16))
+    Qb = torch.empty(rows, n, device=dev, dtype=dt)
+    Wb = torch.empty(rows, n, device=dev, dtype=dt)
     Qb[:m], Wb[:m] = Q.T, W0.T
     del Q, W0
     T = (Qb[:m] @ Wb[:m].T).double().cpu()
@@ -297,6 +306,9 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
         w = op.matvec(q[:, 0]).reshape(n, 1)
         n_mv += 1
         h = torch.cat([(Q.T @ w).double().cpu().flatten(), (q.T @ w).double().cpu().flatten()])
+        if m >= Qb.shape[0]:           # full: double the buffers (at most cap rows)
+            Qb, Wb = _grown(Qb, m, cap), _grown(Wb, m, cap)
+            Q = Qb[:m].T
         Qb[m], Wb[m] = q[:, 0], w[:, 0]
         Tn = torch.zeros(m + 1, m + 1, dtype=torch.float64)
         Tn[:m, :m] = T
