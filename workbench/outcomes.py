@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["summarize", "largest_stable_lr", "OUTCOMES"]
+__all__ = ["summarize", "largest_stable_lr", "last_valid", "OUTCOMES"]
 
 OUTCOMES = ("final_loss", "best_loss", "best_step", "steps_to_target", "diverged", "diverged_at",
             "final_sharpness", "sharpness_ratio")
@@ -26,7 +26,7 @@ def _status(record: xr.Dataset) -> xr.DataArray:
     return xr.DataArray(str(record.attrs.get("status", "unknown")))
 
 
-def _last_valid(da: xr.DataArray, dim: str) -> xr.DataArray:
+def last_valid(da: xr.DataArray, dim: str) -> xr.DataArray:
     """The last non-NaN value along ``dim`` (NaN where there is none). inf counts as a value."""
     valid = ~np.isnan(da)
     n = da.sizes[dim]
@@ -58,7 +58,7 @@ def summarize(record: xr.Dataset, target_loss: float | None = None, loss: str = 
     L = record[loss].astype(float)
     steps = record["step"]
     out = xr.Dataset()
-    out["final_loss"] = _last_valid(L, "step")
+    out["final_loss"] = last_valid(L, "step")
     finite = L.where(np.isfinite(L))
     has = finite.notnull().any("step")
     out["best_loss"] = finite.min("step", skipna=True).where(has)
@@ -79,7 +79,7 @@ def summarize(record: xr.Dataset, target_loss: float | None = None, loss: str = 
         if var in record.data_vars:
             da = record[var]
             sdim = next(d for d in da.dims if d.endswith("_step"))
-            out[name] = _last_valid(da.where(np.isfinite(da)), sdim)
+            out[name] = last_valid(da.where(np.isfinite(da)), sdim)
         else:
             out[name] = xr.full_like(out["final_loss"], np.nan)
     docs = {"final_loss": "last recorded training loss", "best_loss": "smallest finite training loss",
@@ -107,7 +107,7 @@ def largest_stable_lr(record: xr.Dataset, dim: str = "lr") -> xr.DataArray:
                          f"{sorted(record.dims) if isinstance(record, xr.Dataset) else type(record).__name__}")
     rec = record.sortby(dim)
     status = _status(rec)
-    final = _last_valid(rec["loss"].astype(float), "step") if "loss" in rec.data_vars else None
+    final = last_valid(rec["loss"].astype(float), "step") if "loss" in rec.data_vars else None
     unstable = status == "diverged"
     if final is not None:
         unstable = unstable | ~np.isfinite(final)

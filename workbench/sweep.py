@@ -318,8 +318,14 @@ def make_cluster(kind: str = "slurm", n_workers: int | None = None, device: str 
             else:
                 n_workers = max(1, os.cpu_count() or 1)
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-            return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                **options)
+            try:
+                return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, **options)
+            except RuntimeError as exc:
+                raise RuntimeError(
+                    f"the local Dask cluster could not start its worker processes ({exc}). Worker processes are "
+                    "spawned and re-import the calling script: in a script, call the sweep under "
+                    "`if __name__ == \"__main__\":`, or pass scheduler=\"synchronous\"") from exc
     raise ValueError(f"kind must be 'slurm' or 'local'; got {kind!r}")
 
 
