@@ -203,6 +203,11 @@ def random(model: nn.Module, n: int = 2, norm: str | None = "filter", seed: int 
       pass ``ignore=()`` to move them too.
     orthogonal: Gram-Schmidt the directions (norms kept). Random high-dimensional directions are nearly
       orthogonal already. ``seed`` fixes the draw (the caller's RNG is not touched).
+
+    Zero weights: a normalized direction is scaled by the weights' norms, so a filter (or, for "layer", a tensor)
+    whose weights are all zero gets a zero direction. When that leaves nothing to move — every parameter the
+    directions move has all-zero weights (e.g. a model initialised at zero), so the surface would be flat — a
+    ValueError names those parameters and says what to use instead (``norm="none"``, or a non-zero point).
     """
     params = _params_of(model)
     n = check_int("n", n, 1, 64)
@@ -229,6 +234,17 @@ def random(model: nn.Module, n: int = 2, norm: str | None = "filter", seed: int 
             if ("bias" in ignore and k.split(".")[-1].startswith("bias")) or k in norm_names:
                 d[k] = torch.zeros_like(d[k])
         vecs.append(torch.cat([d[k].reshape(-1) for k in names]))
+    if norm != "none" and not any(bool(v.abs().max() > 0) for v in vecs if v.numel()):
+        moved = [k for k in names if not (("bias" in ignore and k.split(".")[-1].startswith("bias"))
+                                          or k in norm_names)]
+        zero = [k for k in moved if not bool(weights[k].abs().max() > 0)] if moved else []
+        shown = ", ".join(zero[:8]) + (f" and {len(zero) - 8} more" if len(zero) > 8 else "")
+        raise ValueError(
+            f"norm={norm!r} scales each direction by the weights' norms, but the weights of every parameter the "
+            f"directions move are all zero ({shown or 'none moved: all ignored by ignore=' + repr(ignore)}), so "
+            "the directions would be zero and the surface flat; use norm='none' (raw N(0, I) directions), "
+            "take directions around a non-zero point, or pass ignore=() when the ignored biases/normalization "
+            "parameters are not zero")
     dirs = Directions(torch.stack(vecs), names, shapes, "random",
                       meta={"norm": norm, "seed": seed, "ignore": ",".join(ignore), "distribution": distribution})
     if orthogonal:

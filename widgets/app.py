@@ -9,15 +9,15 @@ import panel as pn
 
 from .dashboard import Dashboard
 
-__all__ = ["serve", "create_app"]
+__all__ = ["serve", "create_app", "check_listen"]
 
 
-def create_app(results_dir: str | Path = "results", problems=()):
+def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: float | None = None):
     """A fresh dashboard page for one session (a template around a new ``Dashboard``; ``problems``: the user's
     ``wb.Problem`` objects, the first selected); the session's runs are stopped when its browser tab goes away.
     Sessions share the Problem objects, never a model: every run and view works on its own copy."""
     pn.extension("plotly", notifications=True)
-    dash = Dashboard(results_dir=results_dir, problems=problems)
+    dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb)
     tmpl = pn.template.BootstrapTemplate(title="Optimization-dynamics workbench", sidebar_width=330,
                                          header_background="#1f3a5f")
     tmpl.sidebar.append(dash.layout[0])
@@ -61,16 +61,53 @@ def _warm_up():
     sizer.join(300)
 
 
+def check_listen(address: str, port: int) -> None:
+    """ValueError (one line) unless this machine can listen on ``address:port`` now: a name that does not resolve,
+    an address that is not this machine's, a port in use or reserved. Checked before the warm-up, so a busy port is
+    said at once."""
+    import socket
+
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"address must be a host name or IP address of this machine; got {address!r}")
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"address={address!r} is not a host name or IP address this machine can listen on "
+                         f"({getattr(exc, 'strerror', None) or exc})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as the server itself binds
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            import errno
+
+            hint = {errno.EADDRINUSE: "another server uses the port: choose another with --port",
+                    errno.EADDRNOTAVAIL: "not an address of this machine: use 127.0.0.1, 0.0.0.0 (every interface) "
+                                         "or one of its own addresses with --address",
+                    errno.EACCES: "ports below 1024 need administrator rights: choose another with --port"}
+            raise ValueError(f"cannot listen on {address}:{port}: {exc.strerror or exc} "
+                             f"({hint.get(exc.errno, 'choose another --address or --port')})") from None
+
+
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, results_dir: str | Path = "results",
-          allow_websocket_origin=None, prefix: str = "", threaded: bool = False, problems=(), **kwargs):
+          allow_websocket_origin=None, prefix: str = "", threaded: bool = False, problems=(),
+          max_memory_mb: float | None = None, **kwargs):
     """Serve the dashboard on ``address:port`` (127.0.0.1 by default); ``problems``: the user's ``wb.Problem``
-    objects to offer (the first selected). Blocks unless ``threaded=True``."""
-    if not isinstance(port, int) or not 0 <= port <= 65535:
+    objects to offer (the first selected); ``max_memory_mb``: the largest estimated memory of one run a session
+    may start (default ``$WORKBENCH_APP_MAX_MEMORY_MB`` or 2048; see :mod:`widgets.limits`). Blocks unless
+    ``threaded=True``. A port in use or an address this machine cannot listen on is a ValueError before anything
+    else starts."""
+    from .limits import max_memory_mb as _cap
+
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer in [0, 65535]; got {port!r}")
+    max_memory_mb = _cap(max_memory_mb)      # ValueError for a bad cap (or a bad environment variable)
     problems = list(problems or ())
     Dashboard._user_problems(problems)      # TypeError for anything that is not a Problem, before serving
+    check_listen(address, port)
     _warm_up()
     origins = list(allow_websocket_origin or []) + [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    return pn.serve({"/": lambda: create_app(results_dir, problems)}, port=port, address=address, show=show,
+    return pn.serve({"/": lambda: create_app(results_dir, problems, max_memory_mb)}, port=port, address=address, show=show,
                     allow_websocket_origin=origins, prefix=prefix or "", threaded=threaded,
                     title="Optimization-dynamics workbench", **kwargs)

@@ -13,9 +13,11 @@ directory; problems read their data where the server finds it (no path is typed 
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import threading
-from html import escape
+from types import SimpleNamespace
 import time
 from pathlib import Path
 
@@ -28,7 +30,10 @@ from workbench._validate import resolve_device
 from workbench.params import Param
 from workbench.problems import Problem
 
+from . import limits as L
 from . import views as V
+from .safe import Markup, message_pane
+from .safe import text as escape
 from .catalog import DASHBOARD_RUN, dashboard_options, problem_info, problem_label, user_problem_info
 from .files import list_records, safe_path
 from .forms import ParamForm, format_value
@@ -67,7 +72,7 @@ HEAVY_EVERY_S = 1.0         # the heavier views re-render at most this often
 PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
 PLANE_MIN_SNAPSHOTS = 8
 MAX_PINS = 8
-READY = "Ready. Pick a problem and an optimizer (or a preset), then press <b>Run</b>."
+READY = Markup("Ready. Pick a problem and an optimizer (or a preset), then press <b>Run</b>.")
 
 
 def device_options() -> dict[str, str]:
@@ -197,9 +202,10 @@ class Dashboard(pn.viewable.Viewer):
     """
 
     def __init__(self, problem: str | None = None, optimizer: str = "adam", results_dir: str | Path = "results",
-                 device: str = "auto", problems=(), **params):
+                 device: str = "auto", problems=(), max_memory_mb: float | None = None, **params):
         super().__init__(**params)
         self.results_dir = Path(results_dir)
+        self.max_memory_mb = L.max_memory_mb(max_memory_mb)     # per run; see widgets.limits
         self.user_problems = self._user_problems(problems)
         if problem is None:
             problem = next(iter(self.user_problems), "rosenbrock")
@@ -244,8 +250,7 @@ class Dashboard(pn.viewable.Viewer):
                                          styles={"font-size": "12px"}, sizing_mode="stretch_width")
         self.device_select = pn.widgets.Select(name="device", options=device_options(), value="auto",
                                                css_classes=["wb-device"])
-        self.device_error = pn.pane.Markdown("", visible=False, css_classes=["wb-error", "wb-device-error"],
-                                             styles={"color": "#b00020", "font-size": "12px"})
+        self.device_error = message_pane(["wb-error", "wb-device-error"])
         self.optimizer_select = pn.widgets.Select(name="optimizer", options=wb.optimizers.list(), value=optimizer,
                                                   css_classes=["wb-optimizer"])
         self.problem_box = pn.Column(sizing_mode="stretch_width", margin=0)
@@ -269,7 +274,7 @@ class Dashboard(pn.viewable.Viewer):
         self.reset_button = pn.widgets.Button(label="Reset", css_classes=["wb-reset"], width=60)
         self.pin_button = pn.widgets.Button(label="Pin run", css_classes=["wb-pin"], width=90)
         self.clear_pins_button = pn.widgets.Button(label="Clear pins", css_classes=["wb-clear-pins"], width=90)
-        self.pins_text = pn.pane.Markdown("", css_classes=["wb-pins"], styles={"font-size": "12px"})
+        self.pins_text = message_pane(["wb-pins"], color=None, visible=True)
         self.export_name = pn.widgets.TextInput(name="file name (in the results folder)", placeholder="auto",
                                                 css_classes=["wb-export-name"])
         self.export_button = pn.widgets.Button(label="Export .nc + .html", css_classes=["wb-export"])
@@ -279,13 +284,15 @@ class Dashboard(pn.viewable.Viewer):
                                              css_classes=["wb-load-select"])
         self.load_button = pn.widgets.Button(label="Load", css_classes=["wb-load"], width=70)
         self.refresh_button = pn.widgets.Button(label="↻", css_classes=["wb-refresh"], width=40)
-        self.file_status = pn.pane.Markdown("", css_classes=["wb-file-status"], styles={"font-size": "12px"})
-        self.file_error = pn.pane.Markdown("", visible=False, css_classes=["wb-error", "wb-file-error"],
-                                           styles={"color": "#b00020", "font-size": "12px"})
+        self.file_status = message_pane(["wb-file-status"], color=None, visible=True)
+        self.file_error = message_pane(["wb-error", "wb-file-error"])
         # HTML, not Markdown: the status changes at every poll while a run goes, and rendering it as Markdown on
         # the server cost as much as all the plot updates together (py-spy on a served 20000-step run)
         self.status = pn.pane.HTML(READY, css_classes=["wb-status"], sizing_mode="stretch_width")
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-run-error"])
+        # an HTML pane styled as an alert (an Alert pane renders Markdown, which passes raw HTML through)
+        self.error = message_pane(["wb-run-error"], color="#842029", styles={
+            "font-size": "13px", "background": "#f8d7da", "border": "1px solid #f5c2c7", "border-radius": "4px",
+            "padding": "2px 10px"})
 
         # -- views --------------------------------------------------------------------------------------------
         self.loss_pane = self._pane("loss", 320, visible=True)
@@ -389,7 +396,7 @@ class Dashboard(pn.viewable.Viewer):
         return name in wb.problems.list("function")
 
     def _show_problem_note(self, msg: str = "", error: bool = False):
-        self.problem_note.object = msg
+        self.problem_note.object = escape(msg)
         self.problem_note.styles = {"font-size": "12px", "color": "#b00020" if error else "#555"}
         self.problem_note.visible = bool(msg)
 
@@ -428,7 +435,7 @@ class Dashboard(pn.viewable.Viewer):
             self._show_error(f"The device applies to the next Run (this one stays on {self.run.device}).")
 
     def _device_error(self, msg: str):
-        self.device_error.object = msg
+        self.device_error.object = escape(msg)
         self.device_error.visible = bool(msg)
 
     # -- forms ---------------------------------------------------------------------------------------------
@@ -458,7 +465,7 @@ class Dashboard(pn.viewable.Viewer):
             if not info.get("data_available", True):
                 note = escape(info.get("data_note") or f"the data of {name!r} is not on this machine")
                 if start.get("data") == "synthetic":
-                    note += " — the options below use <b>data = synthetic</b> until it is there."
+                    note += Markup(" — the options below use <b>data = synthetic</b> until it is there.")
             elif start:
                 note = escape("Started small so a Run shows points within seconds on a CPU: "
                               + ", ".join(f"{k}={v}" for k, v in {**start, **DASHBOARD_RUN.get(name, {})}.items())
@@ -490,6 +497,18 @@ class Dashboard(pn.viewable.Viewer):
     def _problem_option_changed(self):
         self._problem_obj = None
         self._background = None
+        try:        # said at once, before Run: a model over the memory cap (counted on the meta device)
+            steps = self.run_form.values()["steps"]
+        except ValueError:
+            steps = 1
+        try:
+            self._check_memory(steps)
+        except ValueError:
+            pass                # a model over the cap is said under the problem list; the rest at Run
+        else:
+            if self.problem_note.visible and str(self.problem_note.object).startswith(("model too large",
+                                                                                       "data too large")):
+                self._show_problem_note("")
         if self._live():
             self._show_error("Problem options apply to the next Run.")
         elif self.run is None and self.loaded is None:
@@ -507,6 +526,25 @@ class Dashboard(pn.viewable.Viewer):
             return self.user_problems[name]
         opts = self.problem_form.values()
         return wb.problems.make(name, seed=0, **opts)
+
+    def _sizes(self) -> tuple[int, int]:
+        """The chosen problem's parameter count and in-memory data bytes with the current options, without
+        building it (meta device); ValueError for an invalid option. A user's problem is already in memory."""
+        name = self.problem_select.value
+        if name in self.user_problems:
+            return self.user_problems[name].n_params, 0
+        return L.problem_sizes(name, self.problem_form.values())
+
+    def _check_memory(self, steps: int, probes=()) -> dict:
+        """ValueError (starting with the field to change) when the run's estimated memory is over the cap; the
+        model part is also said under the problem list."""
+        try:
+            n_params, data = self._sizes()
+            return L.check(n_params, steps, probes, self.max_memory_mb, data_bytes=data)
+        except ValueError as exc:
+            if str(exc).startswith(("model too large", "data too large")):
+                self._show_problem_note(str(exc), error=True)
+            raise
 
     def _device(self):
         """The chosen device (resolved); ValueError naming the device when this machine lacks it."""
@@ -574,12 +612,21 @@ class Dashboard(pn.viewable.Viewer):
 
     # -- actions -------------------------------------------------------------------------------------------
     def _show_error(self, msg: str):
-        self.error.object = msg
+        self.error.object = escape(msg)
         self.error.visible = bool(msg)
 
     def _collect(self):
-        """Validate every control; returns the Run (not started) or raises ValueError (shown beside the field)."""
+        """Validate every control; returns the Run (not started) or raises ValueError (shown beside the field).
+        The run's memory is estimated from the options before anything is built (see widgets.limits)."""
         device = self._device()
+        rp = self.run_form.values()
+        checked = [(name, self.probe_forms[name].values()) for name, cb in self.probe_checks.items() if cb.value]
+        if not self._is_function(self.problem_select.value):
+            sized = [make_probe(n, o, None) if n not in ("eval", "batch_sharpness") else SimpleNamespace(**o)
+                     for n, o in checked]       # (these two need the problem: a few scalars per snapshot)
+            self._check_memory(rp["steps"], sized)
+        else:
+            self._check_memory(rp["steps"], [wb.probes.Trajectory(every=1)])
         try:
             prob = self._make_problem()
         except ValueError as exc:        # e.g. data missing: said under the problem list, not as a traceback
@@ -587,7 +634,6 @@ class Dashboard(pn.viewable.Viewer):
                 self._show_problem_note(escape(str(exc)), error=True)
             raise
         hp = self.hparam_form.values()
-        rp = self.run_form.values()
         sched = self.schedule_form.values()
         probes = []
         for name, cb in self.probe_checks.items():
@@ -758,8 +804,8 @@ class Dashboard(pn.viewable.Viewer):
         self._pins_changed()
 
     def _pins_changed(self):
-        self.pins_text.object = "" if not self.pins else "Pinned: " + "; ".join(
-            f"{p['label']} ({p['problem']}, {len(p['step'])} steps)" for p in self.pins)
+        self.pins_text.object = "" if not self.pins else escape("Pinned: " + "; ".join(
+            f"{p['label']} ({p['problem']}, {len(p['step'])} steps)" for p in self.pins))
         self._shown = -1
         self._sigs = {}
         if self._snap is not None:
@@ -793,12 +839,14 @@ class Dashboard(pn.viewable.Viewer):
         Rosenbrock race). Uses the current problem, steps and seed."""
         try:
             device = self._device()
-            prob = self._make_problem()
             rp = self.run_form.values()
+            n = steps or rp["steps"]
+            self._check_memory(n, [wb.probes.Trajectory(every=1)] if self._is_function(self.problem_select.value)
+                               else [])
+            prob = self._make_problem()
         except ValueError as exc:
             self._route(exc)
             return None
-        n = steps or rp["steps"]
         entries = [(str(o), dict(h)) for o, h in entries]
 
         def work():
@@ -824,7 +872,7 @@ class Dashboard(pn.viewable.Viewer):
         self.load_select.options = list_records(self.results_dir)
 
     def _file_error(self, msg):
-        self.file_error.object = msg
+        self.file_error.object = escape(msg)
         self.file_error.visible = bool(msg)
 
     def current_record(self):
@@ -849,18 +897,24 @@ class Dashboard(pn.viewable.Viewer):
             name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100]     # a user problem may be named freely
         try:
             nc = safe_path(self.results_dir, name, ".nc")
-            html = nc.with_suffix(".html")
+            html = safe_path(self.results_dir, nc.stem, ".html")     # checked too: it may be a symlink out
             self.results_dir.mkdir(parents=True, exist_ok=True)
             wb.save(ds, nc)
             figs = self.figures()
-            tmp = html.with_name(html.name + ".tmp")
-            tmp.write_text(V.figures_html(figs, title=f"{ds.attrs.get('problem')} · {ds.attrs.get('optimizer')}"),
-                           encoding="utf-8")
-            tmp.replace(html)
+            page = V.figures_html(figs, title=f"{ds.attrs.get('problem')} · {ds.attrs.get('optimizer')}")
+            fd, tmp = tempfile.mkstemp(prefix=f".{html.name}.", suffix=".tmp", dir=html.parent)  # a new file
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(page)
+                os.replace(tmp, html)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
         except (ValueError, OSError) as exc:
             self._file_error(str(exc))
             return None
-        self.file_status.object = f"Saved `{nc.name}` and `{html.name}` in the results folder."
+        self.file_status.object = escape(f"Saved {nc.name} and {html.name} in the results folder.")
         self._refresh_files()
         if png:
             self._export_png(nc.stem, figs)
@@ -870,7 +924,11 @@ class Dashboard(pn.viewable.Viewer):
         if not _has_kaleido():
             self._file_error("PNG export needs the kaleido package (pip install kaleido) and Chrome/Chromium.")
             return None
-        paths = {view: safe_path(self.results_dir, f"{stem}_{view}", ".png") for view in figs}
+        try:
+            paths = {view: safe_path(self.results_dir, f"{stem}_{view}", ".png") for view in figs}
+        except ValueError as exc:       # e.g. a 100-character name plus "_sharpness"
+            self._file_error(f"PNG export: {exc}")
+            return None
 
         def work():
             import plotly.io as pio
@@ -921,11 +979,11 @@ class Dashboard(pn.viewable.Viewer):
         if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
             snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
         self._render(snap, heavy=True, loaded=ds)
-        self.status.object = (f"Viewing saved record <b>{escape(path.stem)}</b> · "
+        self.status.object = (Markup(f"Viewing saved record <b>{escape(path.stem)}</b> · ")
                               + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} on "
                                        f"{ds.attrs.get('device', '?')} · "
                                        f"{len(snap['step'])} steps" + self._events_text(snap)))
-        self.file_status.object = f"Loaded `{path.name}`."
+        self.file_status.object = escape(f"Loaded {path.name}.")
         return ds
 
     def figures(self) -> dict[str, dict]:
@@ -1026,7 +1084,7 @@ class Dashboard(pn.viewable.Viewer):
         if waiting:
             status = "paused"
         elapsed = snap["wall_time"][-1] if n else 0.0
-        text = f"<b>{status}</b> on {escape(str(run.device))} · " + escape(
+        text = Markup(f"<b>{escape(status)}</b> on {escape(str(run.device))} · ") + escape(
             f"step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · {elapsed:.2f} s"
             + self._events_text(snap))
         if run.status == "diverged":
@@ -1117,7 +1175,7 @@ class Dashboard(pn.viewable.Viewer):
         while self._file_msgs:
             kind, msg = self._file_msgs.pop(0)
             if kind == "ok":
-                self.file_status.object = msg
+                self.file_status.object = escape(msg)
             else:
                 self._file_error(msg)
 

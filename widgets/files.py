@@ -21,16 +21,19 @@ def safe_path(results_dir: str | Path, name: str, suffix: str) -> Path:
     if not name or not _NAME.match(name) or ".." in name:
         raise ValueError(f"file name {name!r} is not allowed: use {NAME_RULE} (no folders, no '..')")
     root = Path(results_dir).resolve()
-    path = (root / f"{name}{suffix}").resolve()
+    path = (root / f"{name}{suffix}").resolve()      # follows a symlink: one pointing out of the folder is refused
     if path.parent != root:
-        raise ValueError(f"file name {name!r} is not allowed: files stay inside the results directory")
+        raise ValueError(f"file name {name!r} is not allowed: files stay inside the results directory "
+                         "(it is a link to a file elsewhere)")
     return path
 
 
 def list_records(results_dir: str | Path) -> list[str]:
-    """Names (without .nc) of the records saved in ``results_dir``, newest first."""
+    """Names (without .nc) of the records saved in ``results_dir``, newest first: plain names only, and only files
+    that really lie in the folder (a symlink to a file elsewhere is not listed)."""
     root = Path(results_dir)
     if not root.is_dir():
         return []
-    files = [p for p in root.glob("*.nc") if p.is_file() and _NAME.match(p.stem)]
+    real = root.resolve()
+    files = [p for p in root.glob("*.nc") if p.is_file() and _NAME.match(p.stem) and p.resolve().parent == real]
     return [p.stem for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]

@@ -8,6 +8,9 @@ import panel as pn
 
 from workbench.params import Param
 
+from .safe import message_pane
+from .safe import text as escape
+
 __all__ = ["ParamForm", "format_value"]
 
 
@@ -54,7 +57,8 @@ class ParamForm:
         self.specs = list(specs)
         self.owner = owner
         self.widgets: dict[str, Any] = {}
-        self.errors: dict[str, pn.pane.Markdown] = {}
+        self.errors: dict[str, pn.pane.HTML] = {}      # HTML panes: the message (with the typed text) escaped
+        self.messages: dict[str, str] = {}             # the same messages as plain text
         self._callbacks: list[Callable[[str, Any], None]] = []
         values = values or {}
         rows = []
@@ -71,8 +75,7 @@ class ParamForm:
                 w = pn.widgets.TextInput(name=name, value=format_value(v), placeholder=p.range_text(),
                                          css_classes=[f"{css_prefix}-param-{p.name}"])
             w.description = tip
-            err = pn.pane.Markdown("", visible=False, css_classes=["wb-error", f"{css_prefix}-error-{p.name}"],
-                                   styles={"color": "#b00020", "font-size": "12px"}, margin=(0, 10))
+            err = message_pane(["wb-error", f"{css_prefix}-error-{p.name}"], margin=(0, 10))
             w.param.watch(lambda ev, p=p: self._changed(p), "value")
             self.widgets[p.name] = w
             self.errors[p.name] = err
@@ -103,7 +106,8 @@ class ParamForm:
 
     def show_error(self, name: str, message: str) -> None:
         if name in self.errors:
-            self.errors[name].object = message
+            self.messages[name] = str(message)
+            self.errors[name].object = escape(message)
             self.errors[name].visible = bool(message)
 
     def values(self) -> dict:
@@ -113,7 +117,7 @@ class ParamForm:
             if ok:
                 out[p.name] = value
             else:
-                bad.append(self.errors[p.name].object)
+                bad.append(self.messages[p.name])
         if bad:
             raise ValueError(bad[0])
         return out

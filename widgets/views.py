@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 
+from .safe import plot_text
+
 __all__ = ["thin", "snapshot_run", "snapshot_record", "loss_figure", "accuracy_figure", "sharpness_figure",
            "eigs_figure", "spectrum_figure", "subspace_figure", "norms_figure", "function_path_figure",
            "plane_figure", "figures_html", "PIN_COLORS", "event_marks"]
@@ -183,7 +185,7 @@ def snapshot_record(ds, label: str | None = None) -> dict:
 def _layout(title, ytitle, log=False, xtitle="step"):
     return {"paper_bgcolor": "white", "plot_bgcolor": "white", "margin": {"l": 55, "r": 10, "t": 32, "b": 40},
             "colorway": ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692"],
-            "title": {"text": title, "font": {"size": 14}}, "xaxis": {"title": {"text": xtitle}, **_AXIS},
+            "title": {"text": plot_text(title), "font": {"size": 14}}, "xaxis": {"title": {"text": xtitle}, **_AXIS},
             "yaxis": {"title": {"text": ytitle}, "type": "log" if log else "linear", **_AXIS},
             "legend": {"orientation": "h", "y": -0.22}, "uirevision": "keep", "shapes": [], "annotations": []}
 
@@ -195,7 +197,7 @@ def _line(x, y, name, color=None, dash=None, width=2, mode="lines", thin_it=True
     if mode == "lines+markers" and len(x) > 200:
         mode = "lines"
     tr = {"type": "scatter", "x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float),
-          "mode": mode, "name": name, "line": {"width": width}}
+          "mode": mode, "name": plot_text(name), "line": {"width": width}}
     if color:
         tr["line"]["color"] = color
     if dash:
@@ -213,7 +215,7 @@ def event_marks(snap, layout, color="#555"):
             what += " " + ", ".join(f"{k}={_fmt(ev.get('hparams', {}).get(k))}" for k in changed)
         layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": s, "x1": s, "y0": 0, "y1": 1,
                                  "line": {"dash": "dot", "color": color, "width": 1.5}, "name": "swap"})
-        layout["annotations"].append({"x": s, "xref": "x", "y": 1, "yref": "paper", "text": f"↦ {what.strip()}",
+        layout["annotations"].append({"x": s, "xref": "x", "y": 1, "yref": "paper", "text": plot_text(f"↦ {what.strip()}"),
                                       "showarrow": False, "xanchor": "left", "yanchor": "top",
                                       "font": {"size": 10, "color": color}})
     if snap.get("diverged_at") is not None:
@@ -399,7 +401,7 @@ def function_path_figure(background: dict, points, events=(), steps=None, pins=(
         pts = pin.get("path")
         if pts is not None and len(pts):
             fig["data"].append({"type": "scatter", "x": pts[:, 0].copy(), "y": pts[:, 1].copy(),
-                                "mode": "lines", "name": f"📌 {pin['label']}",
+                                "mode": "lines", "name": plot_text(f"📌 {pin['label']}"),
                                 "line": {"color": PIN_COLORS[i % len(PIN_COLORS)], "width": 2, "dash": "dash"}})
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     if steps is not None and len(events):
@@ -410,7 +412,7 @@ def function_path_figure(background: dict, points, events=(), steps=None, pins=(
             if j < len(pts):
                 xs.append(float(pts[j, 0]))
                 ys.append(float(pts[j, 1]))
-                txt.append(f"step {ev.get('step')}: ↦ {ev.get('optimizer')}")
+                txt.append(plot_text(f"step {ev.get('step')}: ↦ {ev.get('optimizer')}"))
         if xs:
             fig["data"].append({"type": "scatter", "x": xs, "y": ys, "mode": "markers", "name": "hot swap",
                                 "text": txt, "marker": {"symbol": "diamond", "size": 11, "color": "#ffdc00",
@@ -463,7 +465,7 @@ def plane_figure(surf, paths, explained=None, title="loss on the PCA plane of th
     for i, (label, xy) in enumerate(paths):
         color = "#ff4136" if i == len(paths) - 1 else PIN_COLORS[i % len(PIN_COLORS)]
         data.append({"type": "scatter", "x": xy[:, 0].copy(), "y": xy[:, 1].copy(), "mode": "lines+markers",
-                     "name": label, "line": {"color": color, "width": 2}, "marker": {"size": 4}})
+                     "name": plot_text(label), "line": {"color": color, "width": 2}, "marker": {"size": 4}})
     ev = "" if not explained else f" (explained variance {', '.join(f'{e:.0%}' for e in explained[:2])})"
     layout = _layout(title + ev, "PC 2", xtitle="PC 1")
     return {"data": data, "layout": layout}
@@ -477,7 +479,7 @@ def figures_html(figures: dict[str, dict], title: str = "workbench run") -> str:
     for name, fig in figures.items():
         if fig is None:
             continue
-        parts.append(f"<h3>{name}</h3>" + pio.to_html(fig, full_html=False, include_plotlyjs=first,
+        parts.append(f"<h3>{_escape(name)}</h3>" + pio.to_html(fig, full_html=False, include_plotlyjs=first,
                                                       validate=False))
         first = False
     body = "\n".join(parts) if parts else "<p>no figures</p>"
@@ -486,5 +488,5 @@ def figures_html(figures: dict[str, dict], title: str = "workbench run") -> str:
 
 
 def _escape(s: str) -> str:
-    import html
-    return html.escape(str(s))
+    from .safe import text
+    return text(s)

@@ -2,7 +2,10 @@
 ``workbench sweep CONFIG.toml -o sweep.nc`` (a grid on Dask), ``workbench app [--port 5006] [--address 127.0.0.1]
 [--problem path/to/file.py:make_problem ...]``.
 
-Bad input (unknown names, out-of-range values, malformed config) prints one line on stderr and exits 2.
+Bad input (unknown names, out-of-range values, malformed, unreadable or non-UTF-8 config, a busy port, an address
+this machine cannot listen on, an unreachable scheduler) prints one line on stderr and exits 2. A finished run whose
+output cannot be written (a directory, a read-only filesystem) is saved next to the config file instead (else in a
+new temp directory), the line names where, and the exit code is 2.
 """
 from __future__ import annotations
 
@@ -190,14 +193,71 @@ def _cmd_list(args) -> int:
 
 
 def _read_config(name: str) -> dict | int:
-    """The TOML config at ``name``, or the exit code of the one-line error printed for a missing/invalid file."""
+    """The TOML config at ``name``, or the exit code of the one-line error printed for a missing, unreadable,
+    non-UTF-8 or invalid file."""
     path = Path(name)
+    if path.is_dir():
+        return _fail(f"config file {str(path)!r} is a directory, not a TOML file")
     if not path.is_file():
         return _fail(f"config file {str(path)!r} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _fail(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                     "save it as UTF-8")
+    except OSError as exc:
+        return _fail(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return _fail(f"{path}: not valid TOML ({exc})")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(f"{text}".split()) or type(exc).__name__
+
+
+def _save_record(record, out: str, config: str) -> tuple[Path | None, str]:
+    """Save ``record`` to ``out``; when that fails (a directory, a read-only filesystem, no permission), to a
+    fallback next to the config file, and failing that to a new temp directory: a finished run is never lost.
+    Returns (the fallback path or None when ``out`` worked, why ``out`` failed)."""
+    import tempfile
+    import time
+
+    import workbench as wb
+
+    try:
+        wb.save(record, out)
+        return None, ""
+    except (OSError, ValueError, RuntimeError) as exc:
+        why = _one_line(exc)
+    stem = Path(out).stem if Path(out).suffix == ".nc" and Path(out).stem else "record"
+    name = f"{Path(config).stem}.{stem}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}.nc"
+    errors = []
+    for folder in (Path(config).resolve().parent, None):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="workbench-")) if folder is None else folder
+            fallback = folder / name
+            wb.save(record, fallback)
+            return fallback, why
+        except (OSError, ValueError, RuntimeError) as exc:
+            errors.append(_one_line(exc))
+    raise OSError(f"cannot write {out} ({why}) nor a fallback next to the config or in a temp dir "
+                  f"({'; '.join(errors)})")
+
+
+def _saved(record, out: str, config: str, ok_text: str) -> int:
+    """Save and report: 0 with ``ok_text`` when ``out`` was written, else the one-line error naming the fallback
+    (exit 2)."""
+    try:
+        fallback, why = _save_record(record, out, config)
+    except OSError as exc:
+        return _fail(f"{exc}: the record is lost")
+    if fallback is not None:
+        return _fail(f"cannot write output {out!r} ({why}); the record was saved to {fallback} instead")
+    print(ok_text)
+    return 0
 
 
 def _cmd_run(args) -> int:
@@ -212,13 +272,18 @@ def _cmd_run(args) -> int:
     try:
         run = run_from_config(cfg, progress=not args.quiet)
     except wb.RunCrashed as exc:
-        wb.save(exc.run.record, out)
-        return _fail(f"{exc} (partial record saved to {out})")
+        try:
+            fallback, why = _save_record(exc.run.record, out, args.config)
+        except OSError as exc2:
+            return _fail(f"{_one_line(exc)}; {exc2}: the partial record is lost")
+        return _fail(f"{_one_line(exc)} (partial record saved to {fallback or out})")
     except (ValueError, TypeError) as exc:
-        return _fail(str(exc))
-    wb.save(run.record, out)
+        return _fail(_one_line(exc))
     final = run.record.loss.values[-1] if run.record.sizes["step"] else float("nan")
-    print(f"{run.status}: {run.record.sizes['step']} steps, final loss {final:.6g}; record saved to {out}")
+    code = _saved(run.record, out, args.config,
+                  f"{run.status}: {run.record.sizes['step']} steps, final loss {final:.6g}; record saved to {out}")
+    if code:
+        return code
     return 0 if run.status in ("finished", "stopped") else 1
 
 
@@ -237,25 +302,50 @@ def _cmd_sweep(args) -> int:
         grid = sw.pop("grid", None)
         if not isinstance(grid, dict):
             raise ValueError("[sweep] needs grid = { name = [values, ...], ... }")
-        scheduler = args.scheduler or sw.pop("scheduler", None)
-        n_workers = args.workers or sw.pop("n_workers", None)
+        scheduler = args.scheduler if args.scheduler is not None else sw.pop("scheduler", None)
+        sw.pop("scheduler", None)
+        n_workers = args.workers if args.workers is not None else sw.pop("n_workers", None)
+        sw.pop("n_workers", None)
         if sw:
             raise ValueError(f"[sweep] has unknown key {sorted(sw)[0]!r}; accepted: grid, scheduler, n_workers")
         prob = dict(cfg.get("problem") or {})
         if "name" not in prob:
             raise ValueError("config [problem] needs name = \"...\" (see `workbench list problems`)")
         name, pseed = prob.pop("name"), prob.pop("seed", 0)
-        out = args.output or cfg.get("output")
+        out = args.output or (cfg.get("output") if isinstance(cfg.get("output"), str) else None)
         if not out:
             raise ValueError("no output file: pass -o OUT.nc (or output = \"...\" in the config)")
+        _check_scheduler(scheduler, args.connect_timeout)
         rec = wb.sweep(name, grid, problem_options=prob, train=cfg.get("train") or {}, probes=cfg.get("probes", []),
                        problem_seed=pseed, scheduler=scheduler, n_workers=n_workers, progress=not args.quiet)
-    except (ValueError, TypeError) as exc:
-        return _fail(str(exc))
-    wb.save(rec, out)
+    except (ValueError, TypeError, OSError, TimeoutError) as exc:
+        return _fail(_one_line(exc))
     statuses = dict(zip(*np.unique(rec.status.values.astype(str), return_counts=True)))
-    print(f"{rec.attrs['n_runs']} runs ({', '.join(f'{v} {k}' for k, v in statuses.items())}); record saved to {out}")
-    return 0
+    return _saved(rec, out, args.config, f"{rec.attrs['n_runs']} runs "
+                  f"({', '.join(f'{v} {k}' for k, v in statuses.items())}); record saved to {out}")
+
+
+def _check_scheduler(scheduler, timeout: float) -> None:
+    """A Dask address (``tcp://host:port``) must accept a connection within ``timeout`` seconds: a mistyped or
+    down scheduler is a one-line error at once, not a wait for Dask's own (long) connect timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not isinstance(scheduler, str) or "://" not in scheduler:
+        return                          # None, "synchronous", "slurm", or a malformed value wb.sweep rejects
+    parts = urlsplit(scheduler)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ValueError(f"--scheduler {scheduler!r}: not an address like tcp://host:8786 ({exc})") from None
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        return                          # other comm schemes (inproc://, ucx://): left to Dask
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"--scheduler {scheduler!r}: cannot reach a Dask scheduler there within {timeout:g} s "
+                         f"({_one_line(exc)})") from None
 
 
 def _cmd_app(args) -> int:
@@ -269,9 +359,10 @@ def _cmd_app(args) -> int:
 
     try:
         serve(port=args.port, address=args.address, show=args.show, results_dir=args.results_dir,
-              allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, problems=problems)
-    except (ValueError, TypeError) as exc:
-        return _fail(str(exc))
+              allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, problems=problems,
+              max_memory_mb=args.max_memory)
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(_one_line(exc))
     return 0
 
 
@@ -282,6 +373,36 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"--port must be an integer in [0, 65535]; got {text!r}")
     if not 0 <= v <= 65535:
         raise argparse.ArgumentTypeError(f"--port must be an integer in [0, 65535]; got {v}")
+    return v
+
+
+def _workers(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers must be an integer in [1, 1024]; got {text!r}")
+    if not 1 <= v <= 1024:
+        raise argparse.ArgumentTypeError(f"--workers must be an integer in [1, 1024]; got {v}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 3600:
+        raise argparse.ArgumentTypeError(f"--connect-timeout must be a number of seconds in (0, 3600]; got {text!r}")
+    return v
+
+
+def _megabytes(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 1 <= v <= 2**30:
+        raise argparse.ArgumentTypeError(f"--max-memory must be a number of MB in [1, 2**30]; got {text!r}")
     return v
 
 
@@ -298,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("config")
     ps.add_argument("-o", "--output", help="netCDF file for the combined record")
     ps.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster), or 'synchronous'")
-    ps.add_argument("--workers", type=int, help="local cluster worker processes (default: one per core)")
+    ps.add_argument("--workers", type=_workers, help="local cluster worker processes, 1-1024 (default: one per core)")
+    ps.add_argument("--connect-timeout", type=_seconds, default=10.0,
+                    help="seconds to wait for the --scheduler address to accept a connection (default 10)")
     ps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pa = sub.add_parser("app", help="serve the dashboard")
     pa.add_argument("--port", type=_port, default=5006)
@@ -308,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--allow-websocket-origin", action="append", default=None,
                     help="extra allowed websocket origins (e.g. behind a proxy)")
     pa.add_argument("--prefix", default="", help="URL prefix (e.g. behind jupyter-server-proxy)")
+    pa.add_argument("--max-memory", type=_megabytes, default=None, metavar="MB",
+                    help="largest estimated memory of one run (model, optimizer state, history) the app starts; "
+                         "default: $WORKBENCH_APP_MAX_MEMORY_MB or 2048")
     pa.add_argument("--problem", action="append", default=None, metavar="FILE.py:FUNCTION",
                     help="offer your own problem: FUNCTION() in FILE.py returns a wb.Problem (e.g. from "
                          "wb.problems.custom); repeatable; the first is selected")
