@@ -41,7 +41,7 @@ class AppServer:
         self.tmp = tmp_path
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = open(tmp_path / "server.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "app", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "workbench_cli", "app", "--port", str(self.port),
                                       "--results-dir", str(tmp_path / "results"), *extra_args],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp_path)
         deadline = time.time() + 300     # a loaded 2-core CI machine can take minutes to import and warm up

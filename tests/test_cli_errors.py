@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench import cli
+import workbench_cli as cli
 
 CONFIG = """
 [problem]
@@ -252,7 +252,7 @@ def test_sweep_unreachable_or_bad_scheduler(tmp_path, capsys, scheduler, needle)
 
 # -- real processes: the exit codes a shell sees ----------------------------------------------------------------
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "workbench_cli", *args], capture_output=True, text=True,
                           timeout=300, cwd=cwd)
 
 

@@ -16,7 +16,8 @@ from widgets import Dashboard
 from widgets import app as wapp
 from widgets import catalog
 from widgets.catalog import DASHBOARD_OPTIONS, DASHBOARD_RUN, count_text, dashboard_options, problem_label
-from workbench import cli
+import workbench_cli as cli
+from workbench.config import load_user_problem
 from workbench._validate import resolve_device
 
 from test_dashboard import drive, setv
@@ -260,9 +261,9 @@ def user_file(tmp_path):
 
 
 def test_user_problem_from_a_file_is_offered_and_runs(dash, user_file):
-    prob = cli.load_user_problem(f"{user_file}:make_problem")
+    prob = load_user_problem(f"{user_file}:make_problem")
     assert isinstance(prob, wb.Problem) and prob.n_params == 5 * 7 + 7 + 7 * 2 + 2
-    assert cli.load_user_problem(str(user_file)).n_params == prob.n_params      # default function name
+    assert load_user_problem(str(user_file)).n_params == prob.n_params      # default function name
     d = dash(problems=[prob])
     assert d.problem_select.value == "my-net"                                  # selected by default
     label = next(iter(d.problem_select.options))
@@ -283,8 +284,8 @@ def test_user_problem_from_a_file_is_offered_and_runs(dash, user_file):
 
 
 def test_user_problems_never_shadow_registered_ones(dash, user_file):
-    a = cli.load_user_problem(f"{user_file}:make_problem")
-    b = cli.load_user_problem(f"{user_file}:make_problem")
+    a = load_user_problem(f"{user_file}:make_problem")
+    b = load_user_problem(f"{user_file}:make_problem")
     c = wb.problems.make("digits-mlp", width=8, n_train=64)           # a registered problem with the user's options
     d = dash(problems=[a, b, c], problem="my-net-2")
     keys = list(d.problem_select.options.values())
@@ -295,7 +296,7 @@ def test_user_problems_never_shadow_registered_ones(dash, user_file):
 
 
 def test_create_app_offers_the_users_problem(tmp_path, user_file):
-    prob = cli.load_user_problem(f"{user_file}:make_problem")
+    prob = load_user_problem(f"{user_file}:make_problem")
     page = wapp.create_app(tmp_path / "results", problems=[prob])
     assert page.dashboard.problem_select.value == "my-net"
     assert wapp.create_app(tmp_path / "results").dashboard.problem_select.value == "rosenbrock"

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import workbench as wb
-from workbench import cli
+import workbench_cli as cli
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_cli_console_script_diverged_run_saves(tmp_path):
     cfg = tmp_path / "div.toml"
     cfg.write_text('[problem]\nname = "quadratic"\nlambda2 = 10.0\n[train]\noptimizer = "gd"\nlr = 0.5\nsteps = 300\n')
     out = tmp_path / "div.nc"
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "run", str(cfg), "-o", str(out), "-q"],
+    proc = subprocess.run([sys.executable, "-m", "workbench_cli", "run", str(cfg), "-o", str(out), "-q"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "diverged" in proc.stdout
@@ -152,7 +152,7 @@ def test_cli_console_script_diverged_run_saves(tmp_path):
 
 def test_cli_list_into_a_closed_pipe_is_quiet():
     # `workbench list optimizers | head -1`: the reader is gone before the listing is written
-    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "list", "optimizers"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "workbench_cli", "list", "optimizers"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     proc.stdout.close()                      # closed long before the interpreter has even imported workbench
     err = proc.stderr.read().decode()

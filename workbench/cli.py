@@ -1,6 +1,7 @@
-"""Command line: ``workbench list problems|optimizers|probes``, ``workbench run CONFIG.toml -o out.nc``,
-``workbench sweep CONFIG.toml -o sweep.nc`` (a grid on Dask), ``workbench app [--port 5006] [--address 127.0.0.1]
-[--problem path/to/file.py:make_problem ...]``.
+"""The engine's command line: ``workbench list problems|optimizers|probes``, ``workbench run CONFIG.toml -o out.nc``,
+``workbench sweep CONFIG.toml -o DIR [--resume] [--scheduler ADDRESS]`` (a grid on Dask). The ``workbench`` console
+script is :func:`workbench_cli.main`, which adds ``workbench app`` (the dashboard): the engine never imports the
+UI layers (an import contract in pyproject.toml, checked by the tests).
 
 Bad input (unknown names, out-of-range values, malformed, unreadable or non-UTF-8 config, a busy port, an address
 this machine cannot listen on, an unreachable scheduler) prints one line on stderr and exits 2. A finished run whose
@@ -10,8 +11,6 @@ new temp directory), the line names where, and the exit code is 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import tomllib
 
 import numpy as np
+
+from .config import load_user_problem, probe_classes, probes_from_config, run_from_config
 
 __all__ = ["main", "run_from_config", "probes_from_config", "load_user_problem"]
 
@@ -37,121 +38,7 @@ def _fail(msg: str) -> int:
 
 
 def _probe_classes() -> dict[str, Any]:
-    import workbench.probes as P
-
-    return {name: getattr(P, name) for name in getattr(P, "__all__", []) if name not in ("Probe", "ProbeContext", "Var")
-            and isinstance(getattr(P, name), type)}
-
-
-def probes_from_config(entries: list[dict]) -> list:
-    classes = _probe_classes()
-    out = []
-    if not isinstance(entries, list):
-        raise ValueError("probes must be an array of tables ([[probes]] with type = \"Norms\" ...)")
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "type" not in entry:
-            raise ValueError(f"probes[{i}] needs a 'type' (one of {sorted(classes)})")
-        kw = dict(entry)
-        typ = kw.pop("type")
-        if typ not in classes:
-            raise ValueError(f"probes[{i}].type={typ!r} is not a known probe; known probes: {sorted(classes)}")
-        try:
-            out.append(classes[typ](**kw))
-        except TypeError as exc:
-            raise ValueError(f"probes[{i}] ({typ}): {exc}") from exc
-    return out
-
-
-def run_from_config(cfg: dict, progress: bool = True):
-    """Run the experiment described by a parsed TOML config; returns the Run.
-
-    Layout::
-
-        [problem]            # name + problem options
-        name = "digits-mlp"
-        seed = 0
-        loss = "mse"
-        [train]              # wb.train arguments + optimizer hyperparameters
-        optimizer = "gd"
-        lr = 0.05
-        steps = 500
-        [[probes]]
-        type = "Eval"
-        every = 50
-    """
-    import workbench as wb
-
-    if not isinstance(cfg, dict):
-        raise ValueError("config must be a TOML table")
-    unknown = set(cfg) - {"problem", "train", "probes", "output"}
-    if unknown:
-        raise ValueError(f"config has unknown section {sorted(unknown)[0]!r}; accepted: problem, train, probes, output")
-    prob_cfg = dict(cfg.get("problem") or {})
-    if "name" not in prob_cfg:
-        raise ValueError("config [problem] needs name = \"...\" (see `workbench list problems`)")
-    name = prob_cfg.pop("name")
-    pseed = prob_cfg.pop("seed", 0)
-    problem = wb.problems.make(name, seed=pseed, **prob_cfg)
-    train_cfg = dict(cfg.get("train") or {})
-    for forbidden in ("problem", "probes", "callback", "background"):
-        if forbidden in train_cfg:
-            raise ValueError(f"[train].{forbidden} cannot be set in a config file")
-    probes = probes_from_config(cfg.get("probes", []))
-    return wb.train(problem, probes=probes, progress=progress, **train_cfg)
-
-
-def load_user_problem(spec: str):
-    """The ``wb.Problem`` that ``spec = "path/to/file.py:make_problem"`` names: the file is run as a module (its
-    folder importable while it runs, for its own helper modules) and the function is called with no arguments.
-    Without ``:function`` the function is ``make_problem``. Any failure (no such file, the file or the function
-    raising, no such function, a result that is not a Problem) is a ValueError with a one-line message."""
-    import workbench as wb
-
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"--problem must be 'path/to/file.py:function'; got {spec!r}")
-    path_text, _, func = spec.rpartition(":")
-    if not path_text or not func.isidentifier():      # no ':function' (or a Windows drive colon): the default name
-        path_text, func = spec, "make_problem"
-    where = f"--problem {spec}"
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{where}: file {str(path)!r} does not exist")
-
-    def one_line(exc: BaseException) -> str:
-        return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-    path = path.resolve()
-    modname = f"workbench_user_{path.stem if path.stem.isidentifier() else 'problem'}_" \
-              f"{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    mod_spec = importlib.util.spec_from_file_location(modname, path)
-    if mod_spec is None or mod_spec.loader is None:
-        raise ValueError(f"{where}: {str(path)!r} is not a Python file")
-    module = importlib.util.module_from_spec(mod_spec)
-    sys.modules[modname] = module          # dataclasses and pickling look the module up while it runs
-    sys.path.insert(0, str(path.parent))
-    try:
-        mod_spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(modname, None)
-        raise ValueError(f"{where}: running {path.name} failed: {one_line(exc)}") from exc
-    finally:
-        if sys.path and sys.path[0] == str(path.parent):
-            del sys.path[0]
-    fn = getattr(module, func, None)
-    if fn is None:
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                         and getattr(v, "__module__", None) == modname)
-        raise ValueError(f"{where}: {path.name} defines no function {func!r} (its functions: {defined or 'none'})")
-    if not callable(fn):
-        raise ValueError(f"{where}: {func!r} in {path.name} is a {type(fn).__name__}, not a function")
-    try:
-        prob = fn()
-    except (Exception, SystemExit) as exc:
-        raise ValueError(f"{where}: {func}() failed: {one_line(exc)}") from exc
-    if not isinstance(prob, wb.Problem):
-        raise ValueError(f"{where}: {func}() returned {type(prob).__name__}, not a workbench Problem "
-                         "(build one with wb.problems.custom(model, loss, train, test) or wb.problems.make(...))")
-    return prob
+    return probe_classes()
 
 
 def _count(n) -> str:
@@ -348,24 +235,6 @@ def _check_scheduler(scheduler, timeout: float) -> None:
                          f"({_one_line(exc)})") from None
 
 
-def _cmd_app(args) -> int:
-    problems = []
-    for spec in args.problem or ():
-        try:
-            problems.append(load_user_problem(spec))
-        except ValueError as exc:
-            return _fail(str(exc))
-    from widgets.app import serve
-
-    try:
-        serve(port=args.port, address=args.address, show=args.show, results_dir=args.results_dir,
-              allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, problems=problems,
-              max_memory_mb=args.max_memory)
-    except (ValueError, TypeError, OSError) as exc:
-        return _fail(_one_line(exc))
-    return 0
-
-
 def _port(text: str) -> int:
     try:
         v = int(text)
@@ -406,7 +275,9 @@ def _megabytes(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: dict | None = None) -> argparse.ArgumentParser:
+    """The engine's commands (list, run, sweep) plus ``extra``: ``{name: (help, add_arguments(parser), handler(args))}``
+    from a layer above (the ``app`` command comes from :mod:`workbench_cli`, which may import the dashboard)."""
     p = _Parser(prog="workbench", description="Optimization-dynamics workbench")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     pl = sub.add_parser("list", help="list problems, optimizers or probes")
@@ -423,29 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--connect-timeout", type=_seconds, default=10.0,
                     help="seconds to wait for the --scheduler address to accept a connection (default 10)")
     ps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    pa = sub.add_parser("app", help="serve the dashboard")
-    pa.add_argument("--port", type=_port, default=5006)
-    pa.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    pa.add_argument("--show", action="store_true", help="open a browser tab")
-    pa.add_argument("--results-dir", default="results", help="where the app saves records and figures")
-    pa.add_argument("--allow-websocket-origin", action="append", default=None,
-                    help="extra allowed websocket origins (e.g. behind a proxy)")
-    pa.add_argument("--prefix", default="", help="URL prefix (e.g. behind jupyter-server-proxy)")
-    pa.add_argument("--max-memory", type=_megabytes, default=None, metavar="MB",
-                    help="largest estimated memory of one run (model, optimizer state, history) the app starts; "
-                         "default: $WORKBENCH_APP_MAX_MEMORY_MB or 2048")
-    pa.add_argument("--problem", action="append", default=None, metavar="FILE.py:FUNCTION",
-                    help="offer your own problem: FUNCTION() in FILE.py returns a wb.Problem (e.g. from "
-                         "wb.problems.custom); repeatable; the first is selected")
+    for name, (help_text, add_arguments, _) in (extra or {}).items():
+        add_arguments(sub.add_parser(name, help=help_text))
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra: dict | None = None) -> int:
+    """``workbench list | run | sweep`` (and the ``extra`` commands a layer above adds: ``workbench_cli.main`` adds
+    ``app``). Returns the exit code: 0, 1 for a run that diverged or crashed, 2 for any error (one line on stderr)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(extra).parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    handlers = {"list": _cmd_list, "run": _cmd_run, "sweep": _cmd_sweep, "app": _cmd_app}
+    handlers = {"list": _cmd_list, "run": _cmd_run, "sweep": _cmd_sweep,
+                **{name: handler for name, (_, _, handler) in (extra or {}).items()}}
     try:
         code = handlers[args.cmd](args)
         sys.stdout.flush()                   # a closed pipe surfaces here, not in the interpreter's exit flush
