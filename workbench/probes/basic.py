@@ -107,48 +107,104 @@ def countsketch(vec: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
 
 
 class Trajectory(Probe):
-    """Parameter snapshots θ_t every ``every`` steps.
+    """Parameter snapshots θ_t every ``every`` steps, within a memory budget of ``max_bytes``.
 
-    If the snapshots of the whole run fit in ``max_bytes`` (float32) they are stored exactly (``kind="params"``);
-    otherwise each snapshot is reduced by a fixed count-sketch projection to ``dim`` coordinates
-    (``kind="countsketch"``, seed in the attrs; see :func:`countsketch`). Variable ``trajectory`` has dims
-    (``<name>_step``, ``coord``).
+    Everything the probe adds to the record (the float32 ``trajectory`` array, its step coordinate, the
+    ``<name>_seconds`` costs and the ``coord`` index) fits in ``max_bytes``, whatever the model size and run length:
+
+    - ``reduction="exact"``: the snapshots of the whole run fit; θ_t is stored exactly (``kind="params"``);
+    - ``reduction="projection"``: each snapshot is reduced by a fixed count-sketch projection (``kind=
+      "countsketch"``, see :func:`countsketch`) to ``min(dim, what fits)`` coordinates;
+    - ``reduction="thinning"`` (or ``"projection+thinning"``): when even ``min_dim`` coordinates per snapshot do
+      not fit, snapshots are taken every ``stride`` steps (a multiple of ``every``) instead.
+
+    The record's attrs say which (``<name>_reduction``, ``_projection_dim``, ``_stride``, ``_max_bytes``).
+    Variable ``trajectory`` has dims (``<name>_step``, ``coord``).
     """
 
     default_name = "trajectory"
+    _PER_SNAPSHOT = 16      # bytes per snapshot besides the vector: int64 step + float64 seconds
+    _PER_COORD = 8          # int64 `coord` index value per coordinate
 
     def __init__(self, every: int = 10, max_bytes: int = 256 * 2**20, dim: int = 4096, seed: int = 0,
-                 name: str | None = None):
+                 name: str | None = None, min_dim: int = 64):
         super().__init__(every, name)
-        self.max_bytes = check_int("Trajectory.max_bytes", max_bytes, 1)
+        # the smallest record: 2 snapshots of 2 coordinates = 2 * (2*4 + 16) + 2*8
+        self.max_bytes = check_int("Trajectory.max_bytes", max_bytes, 64)
         self.dim = check_int("Trajectory.dim", dim, 2)
         self.seed = check_int("Trajectory.seed", seed, 0)
+        self.min_dim = check_int("Trajectory.min_dim", min_dim, 2)
         self.kind = None
+        self.stride = self.every
         self._cache = None
 
+    def _bytes(self, snaps: int, width: int) -> int:
+        return snaps * (4 * width + self._PER_SNAPSHOT) + self._PER_COORD * width
+
+    def _width(self, snaps: int) -> int:
+        """The most coordinates per snapshot that fit in the budget with ``snaps`` snapshots."""
+        return (self.max_bytes - snaps * self._PER_SNAPSHOT) // (4 * snaps + self._PER_COORD)
+
+    @staticmethod
+    def _snapshots(steps: int, stride: int) -> int:
+        return -(-steps // stride) + 1          # steps 0, stride, ... below `steps`, and the final one
+
+    def plan(self, n_params: int, steps: int) -> dict:
+        """The reduction this probe uses for a model of ``n_params`` parameters trained ``steps`` steps."""
+        n = int(n_params)
+        stride = self.every
+        snaps = self._snapshots(steps, stride)
+        if self._width(snaps) >= n:
+            return {"kind": "params", "reduction": "exact", "width": n, "stride": stride, "snapshots": snaps}
+        target = min(n, self.dim, self.min_dim)
+        if self._width(snaps) < target:       # thin: the smallest multiple of `every` that fits `target` coords
+            lo, hi = 1, max(1, -(-steps // self.every))
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self._width(self._snapshots(steps, mid * self.every)) >= target:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            stride = lo * self.every
+            snaps = self._snapshots(steps, stride)
+        width = max(2, min(n, self.dim, self._width(snaps)))
+        if width >= n:
+            return {"kind": "params", "reduction": "thinning", "width": n, "stride": stride, "snapshots": snaps}
+        if self._bytes(snaps, width) > self.max_bytes:
+            raise ValueError(f"Trajectory.max_bytes={self.max_bytes} is too small for {steps} steps: even "
+                             f"{snaps} snapshots of {width} coordinates need {self._bytes(snaps, width)} bytes")
+        reduction = "projection" if stride == self.every else "projection+thinning"
+        return {"kind": "countsketch", "reduction": reduction, "width": width, "stride": stride, "snapshots": snaps}
+
     def setup(self, ctx):
-        n = sum(p.numel() for p in ctx.params)
-        snaps = ctx.run.steps // self.every + 2
-        self.n_params = n
-        self.kind = "params" if n * 4 * snaps <= self.max_bytes or n <= self.dim else "countsketch"
-        self.width = n if self.kind == "params" else self.dim
+        self.n_params = sum(p.numel() for p in ctx.params)
+        self._plan = self.plan(self.n_params, ctx.run.steps)
+        self.kind = self._plan["kind"]
+        self.width = self._plan["width"]
+        self.stride = self._plan["stride"]
+
+    def due(self, step: int) -> bool:
+        return step % self.stride == 0
 
     def variables(self, ctx):
         return {"trajectory": Var(
             "parameter trajectory",
             "θ_t (all trainable parameters, flattened in model.parameters() order)" if self.kind == "params" else
-            f"count-sketch projection of θ_t to {self.dim} coordinates (seed {self.seed})",
+            f"count-sketch projection of θ_t to {self.width} coordinates (seed {self.seed})",
             dims=("coord",), coords={"coord": np.arange(self.width)}, dtype="float32")}
 
     def measure(self, ctx):
         theta = ctx.flat_params().float()
         if self.kind == "countsketch":
-            theta = countsketch(theta, self.dim, self.seed)
+            theta = countsketch(theta, self.width, self.seed)
         return {"trajectory": theta.cpu().numpy()}
 
     def attrs(self):
         return {"kind": self.kind, "n_params": self.n_params, "projection_dim": self.width,
-                "projection_seed": self.seed}
+                "projection_seed": self.seed, "reduction": self._plan["reduction"], "stride": self.stride,
+                "max_bytes": self.max_bytes,
+                "budget_bytes": self._bytes(self._plan["snapshots"], self.width)}
 
     def config(self):
-        return {**super().config(), "max_bytes": self.max_bytes, "dim": self.dim, "seed": self.seed}
+        return {**super().config(), "max_bytes": self.max_bytes, "dim": self.dim, "seed": self.seed,
+                "min_dim": self.min_dim}
