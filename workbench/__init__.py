@@ -13,11 +13,11 @@ from . import optim, params, problems, probes, records  # noqa: E402
 from . import curvature  # noqa: E402
 from .problems import Problem  # noqa: E402
 from .records import load, save  # noqa: E402
-from .run import Run, RunCrashed, train  # noqa: E402
+from .run import Run, RunCrashed, resume, train  # noqa: E402
 from .sweep import sweep  # noqa: E402
 
 optimizers = optim
 _sys.modules[__name__ + ".optimizers"] = optim
 
 __all__ = ["problems", "optimizers", "probes", "records", "params", "Problem", "Run", "RunCrashed", "train",
-           "save", "load", "__version__", "curvature"]
+           "resume", "save", "load", "__version__", "curvature"]

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 import platform
 import threading
 import time
 import traceback
+import warnings
+from pathlib import Path
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Sequence
 
@@ -28,12 +32,18 @@ from .probes.base import Probe, ProbeContext, as_numpy
 from .problems import Problem
 from .records import SCHEMA_VERSION
 
-__all__ = ["train", "Run", "RunCrashed", "STATUSES", "PRECISIONS"]
+__all__ = ["train", "resume", "checkpoint_path", "Run", "RunCrashed", "STATUSES", "PRECISIONS",
+           "DIVERGENCE_DEFAULTS"]
 
 STATUSES = ("pending", "running", "finished", "diverged", "stopped", "crashed")
 PRECISIONS = ("float32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CUDA_SYNC_EVERY = 16     # default sync_every on CUDA (1 elsewhere)
+DEFAULT_SAVE_EVERY = 100     # streaming: steps between two saves of the record when save_to is given
+CHECKPOINT_FORMAT = 1
+# the soft divergence rule (see train): a run that ends with its loss above factor × max(floor, |loss[0]|) (the
+# median of its last `window` step losses) is "diverged"; one that went above and came back is flagged recovered
+DIVERGENCE_DEFAULTS = {"factor": 10.0, "window": 10, "floor": 1.0}
 
 STEP_VARS = {
     "loss": ("training loss", "loss at θ_t on the batch used for update t (the full training set for batch_size=None)"),
@@ -63,6 +73,106 @@ def _tensors(batch) -> tuple:
     if bad:
         raise ValueError(f"training batches must be tuples of tensors; found {bad}")
     return out
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """The checkpoint written next to a streamed record: ``<path>.ckpt`` (``runs/eos.nc`` -> ``runs/eos.nc.ckpt``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".ckpt")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp file in the same directory, fsync, rename (the previous file stays intact on error)."""
+    import tempfile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _check_divergence(divergence) -> dict | None:
+    """``divergence``: None/False (soft rule off), a factor (> 1), or a dict with keys of DIVERGENCE_DEFAULTS."""
+    if divergence is None or divergence is False:
+        return None
+    if divergence is True:
+        divergence = {}
+    if isinstance(divergence, (int, float)) and not isinstance(divergence, bool):
+        divergence = {"factor": divergence}
+    if not isinstance(divergence, dict):
+        raise ValueError(f"divergence must be None, a factor > 1 or a dict with keys {sorted(DIVERGENCE_DEFAULTS)}; "
+                         f"got {divergence!r}")
+    unknown = set(divergence) - set(DIVERGENCE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"divergence has unknown key {sorted(unknown)[0]!r}; accepted: {sorted(DIVERGENCE_DEFAULTS)}")
+    d = {**DIVERGENCE_DEFAULTS, **divergence}
+    return {"factor": check_float("divergence.factor", d["factor"], 1.0, None, low_inclusive=False),
+            "window": check_int("divergence.window", d["window"], 1, 10**6),
+            "floor": check_float("divergence.floor", d["floor"], 0.0, None, low_inclusive=False)}
+
+
+def _scalar_attrs(opt) -> dict:
+    """The optimizer's plain number/string attributes (step counters some optimizers keep outside their
+    state_dict, e.g. zeroth-order SGD's ``t``), checkpointed with the state_dict."""
+    return {k: v for k, v in vars(opt).items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in ("defaults",)}
+
+
+class _Batches:
+    """Endless training batches with a state that can be checkpointed. Mini-batches: a fresh permutation per
+    epoch from the CPU generator ``gen`` (the same sequence on every device), moved to the data's device once per
+    epoch (asynchronously from pinned memory on CUDA); each batch is one gather on the device; the last partial
+    batch of an epoch is dropped (equal-size steps)."""
+
+    def __init__(self, data: tuple, batch_size: int | None, gen: torch.Generator):
+        self.data, self.bs, self.gen = data, batch_size, gen
+        self.n = data[0].shape[0]
+        self.perm_cpu = None
+        self.perm = None
+        self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def _set_perm(self, perm_cpu):
+        dev = self.data[0].device
+        self.perm_cpu = perm_cpu
+        self.perm = perm_cpu.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else perm_cpu.to(dev)
+
+    def __next__(self):
+        if self.bs is None:
+            return self.data
+        if self.perm is None or self.pos + self.bs > self.n:
+            self._set_perm(torch.randperm(self.n, generator=self.gen))
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return tuple(d[idx] for d in self.data)
+
+    def state(self) -> dict:
+        return {"gen": self.gen.get_state(), "perm": None if self.perm_cpu is None else self.perm_cpu.clone(),
+                "pos": self.pos}
+
+    def load_state(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        if state["perm"] is not None:
+            self._set_perm(state["perm"])
+        self.pos = int(state["pos"])
 
 
 class RunCrashed(RuntimeError):
@@ -125,7 +235,9 @@ class Run:
                  schedule: str = "constant", warmup: int = 0, min_lr_ratio: float = 0.0,
                  max_loss: float | None = None, progress: bool | None = None, microbatch: int | None = None,
                  sync_every: int | None = None, precision: str = "float32", compile: bool = False,
-                 channels_last: bool | None = None, **hparams):
+                 channels_last: bool | None = None, divergence: Any = DIVERGENCE_DEFAULTS,
+                 save_to: str | os.PathLike | None = None, save_every: int | None = None,
+                 checkpoint_every: int | None = None, **hparams):
         if not isinstance(problem, Problem):
             raise ValueError(f"problem must be a workbench Problem (from wb.problems.make); got {type(problem).__name__}")
         self.problem = problem
@@ -145,6 +257,24 @@ class Run:
                                                           "min_lr_ratio": min_lr_ratio}, owner="train")
         self.schedule = sched
         self.max_loss = check_float("max_loss", max_loss, 0.0, None, low_inclusive=False, allow_none=True)
+        self.divergence = _check_divergence(divergence)
+        if save_to is not None:
+            if not isinstance(save_to, (str, os.PathLike)) or not str(save_to):
+                raise ValueError(f"save_to must be a file path (str or PathLike) or None; got {save_to!r}")
+            save_to = Path(save_to)
+            if save_to.is_dir():
+                raise ValueError(f"save_to={str(save_to)!r} is a directory; give a file name such as runs/run.nc")
+        self.save_to = save_to
+        self.save_every = check_int("save_every", save_every, 1, 10**9, allow_none=True)
+        self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0, 10**9, allow_none=True)
+        if save_to is None and (save_every is not None or checkpoint_every):
+            raise ValueError("save_every and checkpoint_every need save_to (the path of the streamed record)")
+        if save_to is not None:
+            self.save_every = self.save_every or DEFAULT_SAVE_EVERY
+            if self.checkpoint_every is None:
+                self.checkpoint_every = self.save_every
+        self.save_error: str | None = None
+        self.final_probes_skipped = False
         if callback is not None and not callable(callback):
             raise ValueError(f"callback must be callable(dict) or None; got {type(callback).__name__}")
         self.callback = callback
@@ -161,6 +291,15 @@ class Run:
         self._check_precision_optimizer(spec)
         self.optimizer_name = spec.name
         self.hparams = spec.validate(hparams)
+        # what resume() needs to build this run again (the problem and probes travel separately)
+        self._init_kwargs = {"optimizer": spec.name, "steps": self.steps, "batch_size": self.batch_size,
+                             "seed": self.seed, "schedule": sched["schedule"], "warmup": sched["warmup"],
+                             "min_lr_ratio": sched["min_lr_ratio"], "max_loss": self.max_loss,
+                             "microbatch": self.microbatch, "sync_every": sync_every, "precision": self.precision,
+                             "compile": self.compile, "channels_last": channels_last,
+                             "divergence": self.divergence if self.divergence is not None else None,
+                             "save_every": self.save_every, "checkpoint_every": self.checkpoint_every,
+                             **self.hparams}
 
         probes = list(probes or [])
         for p in probes:
@@ -175,6 +314,16 @@ class Run:
             used.add(name)
             p.name = name
             self._slots.append(_ProbeSlot(p, name))
+        n_trainable = sum(p.numel() for p in problem.model.parameters() if p.requires_grad)
+        for p in probes:       # misconfigured for this problem: a ValueError now, not a crash at step 0
+            p.validate(problem, n_trainable)
+        if save_to is not None and self.checkpoint_every:
+            try:
+                pickle.dumps(probes)
+            except Exception as exc:
+                raise ValueError(f"checkpoint_every={self.checkpoint_every} needs probes that can be pickled (their "
+                                 f"state goes into the checkpoint); this one cannot ({type(exc).__name__}: {exc}): "
+                                 "pass checkpoint_every=0 to stream the record without checkpoints") from exc
 
         self.model = problem.copy_model().to(self.device)
         if channels_last is None:
@@ -204,11 +353,14 @@ class Run:
         self._thread: threading.Thread | None = None
         self._t0 = None
         self._done = threading.Event()
+        self._resume_state: dict | None = None
+        self._save_failing = False
         self.config = {
             "problem": problem.config(), "optimizer": self.optimizer_name, "hparams": dict(self.hparams),
             "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed, "device": str(self.device),
             "schedule": dict(sched), "max_loss": self.max_loss,
             "probes": [s.probe.config() for s in self._slots],
+            "divergence": self.divergence,
             "precision": self.precision, "microbatch": self.microbatch, "sync_every": self.sync_every,
             "compile": self.compile, "channels_last": self.channels_last,
             "param_dtypes": sorted({_dtype_name(p.dtype) for p in self.model.parameters()}),
@@ -217,7 +369,9 @@ class Run:
 
     # -- control -------------------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the run to stop; honoured before the next step (status becomes "stopped")."""
+        """Ask the run to stop; honoured before the next step (status becomes "stopped"). A stopped run skips the
+        final probe call at θ_T (it can take many seconds, e.g. SpectralDensity): the record's attr
+        ``final_probes_skipped`` is 1 and the probes' last values are those of their last scheduled step."""
         self._stop.set()
 
     def hot_swap(self, optimizer: str | None = None, carry_state: bool = True, **hparams) -> None:
@@ -265,6 +419,7 @@ class Run:
         try:
             self._loop(show_progress=self.progress is not False)
         except KeyboardInterrupt:
+            self.final_probes_skipped = bool(self._slots)
             self._finish("stopped")
         except Exception as exc:  # crash: keep the record, re-raise with the run attached
             self._crash(exc)
@@ -313,25 +468,121 @@ class Run:
 
     def _finish(self, status: str):
         with self._lock:
+            if status == "finished" and self.divergence is not None:
+                soft = self._soft_divergence(self._hist["loss"])
+                if soft["ended_above"]:
+                    status = "diverged"
+                    self.diverged_at = soft["diverged_at"]
             self.status = status
+        if self.save_to is not None:
+            self._save_record(final=True)
         self._done.set()
 
-    def _batches(self, data: tuple, gen: torch.Generator):
-        """Endless training batches. Mini-batches: a fresh permutation per epoch from the CPU generator ``gen``
-        (the same sequence on every device), moved to the data's device once per epoch (asynchronously from
-        pinned memory on CUDA); each batch is one gather on the device."""
-        n = data[0].shape[0]
-        if self.batch_size is None:
-            while True:
-                yield data
-        bs = self.batch_size
-        dev = data[0].device
-        while True:
-            perm = torch.randperm(n, generator=gen)
-            perm = perm.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else perm.to(dev)
-            for i in range(0, n - bs + 1, bs):     # drop the last partial batch: equal-size steps
-                idx = perm[i:i + bs]
-                yield tuple(d[idx] for d in data)
+    # -- divergence (soft rule) ----------------------------------------------------------------------------
+    def _soft_divergence(self, losses: list) -> dict:
+        """The soft rule on a loss history: threshold = factor × max(floor, |loss[0]|); ``blew_up_at`` = the first
+        step above it (-1 if none); ``ended_above``: the median of the last ``window`` losses is above it (or not
+        finite); ``diverged_at`` = the step the final excursion above the threshold began."""
+        out = {"threshold": math.nan, "blew_up_at": -1, "ended_above": False, "diverged_at": None,
+               "peak": math.nan}
+        rule = self.divergence
+        if rule is None or not losses:
+            return out
+        l0 = losses[0]
+        ref = abs(l0) if math.isfinite(l0) else 0.0
+        thr = rule["factor"] * max(rule["floor"], ref)
+        arr = np.asarray(losses, dtype=np.float64)
+        above = ~(arr <= thr)           # NaN counts as above
+        out["threshold"] = thr
+        if above.any():
+            out["blew_up_at"] = int(np.argmax(above))
+            out["peak"] = float(np.nanmax(arr)) if np.isfinite(arr).any() else math.nan
+        tail = arr[-rule["window"]:]
+        end = float(np.median(tail)) if np.isfinite(tail).all() else math.inf
+        if end > thr:
+            out["ended_above"] = True
+            below = np.nonzero(~above)[0]
+            out["diverged_at"] = int(below[-1] + 1) if below.size else 0
+        return out
+
+    # -- streaming and checkpoints ---------------------------------------------------------------------------
+    def _warn_save(self, what: str, path: Path, exc: BaseException) -> None:
+        msg = (f"{what} to {str(path)!r} failed at step {self.step} ({type(exc).__name__}: {exc}); the run goes on "
+               f"and keeps its record in memory (run.record), the previous file at that path is intact, and the "
+               f"save is retried at the next flush")
+        self.save_error = msg
+        if not self._save_failing:      # once per streak of failures
+            self._save_failing = True
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def _save_record(self, final: bool = False) -> bool:
+        """Write the record so far to ``save_to`` (atomic: records.save). A failure (full disk, ...) warns once
+        per streak, is kept in ``run.save_error`` and the record's ``save_error`` attr, and never stops the run."""
+        from . import records
+        try:
+            records.save(self.record, self.save_to)
+        except Exception as exc:
+            self._warn_save("saving the record", self.save_to, exc)
+            return False
+        self._save_failing = False
+        return True
+
+    def _checkpoint(self, t: int, batches: "_Batches") -> bool:
+        """Model, optimizer, RNG, batch sampler, probe states and the history before update ``t``, written
+        atomically to ``checkpoint_path(save_to)``; :func:`resume` continues from it. Never raises: a failure
+        warns (see :meth:`_save_record`)."""
+        path = checkpoint_path(self.save_to)
+        try:
+            _atomic_torch_save(self._checkpoint_state(t, batches), path)
+        except Exception as exc:
+            self._warn_save("writing the checkpoint", path, exc)
+            return False
+        return True
+
+    def _checkpoint_state(self, t: int, batches: "_Batches") -> dict:
+        with self._lock:
+            state = {
+                "format": CHECKPOINT_FORMAT, "step": t, "init_kwargs": dict(self._init_kwargs),
+                "config": json.loads(json.dumps(self.config, default=str)),
+                "problem_config": self.problem.config(), "device": str(self.device),
+                "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "optimizer_name": self.optimizer_name, "hparams": dict(self.hparams), "base_lr": self.base_lr,
+                "optimizer": self.optimizer.state_dict(),
+                "optimizer_attrs": _scalar_attrs(self.optimizer),
+                "scaler": None if self._scaler is None else self._scaler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "batches": batches.state(), "limit": self._limit,
+                "hist": {k: list(v) for k, v in self._hist.items()},
+                "slots": [{"name": s.name, "steps": list(s.steps), "values": {k: list(v) for k, v in s.values.items()},
+                           "seconds": list(s.seconds)} for s in self._slots],
+                "probes": pickle.dumps([s.probe for s in self._slots]),
+                "events": [dict(e) for e in self.events],
+            }
+        return state
+
+    def _restore(self, ck: dict) -> None:
+        """Load a checkpoint's state into this (freshly built, pending) run; the loop continues at ck['step']."""
+        self.model.load_state_dict(ck["model"])
+        if ck["optimizer_name"] != self.optimizer_name or ck["hparams"] != self.hparams:
+            self.optimizer = _optim.make(ck["optimizer_name"], self.params, **ck["hparams"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        for k, v in ck.get("optimizer_attrs", {}).items():     # counters kept outside state_dict (zo_sgd's t)
+            if k in vars(self.optimizer):
+                setattr(self.optimizer, k, v)
+        self.optimizer_name, self.hparams, self.base_lr = ck["optimizer_name"], dict(ck["hparams"]), ck["base_lr"]
+        if ck["scaler"] is not None and self._scaler is not None:
+            self._scaler.load_state_dict(ck["scaler"])
+        self.config = ck["config"]
+        self.events = [dict(e) for e in ck["events"]]
+        if "events" in self.config:
+            self.config["events"] = self.events
+        self._hist = {k: list(v) for k, v in ck["hist"].items()}
+        for slot, saved in zip(self._slots, ck["slots"]):
+            slot.steps, slot.seconds = list(saved["steps"]), list(saved["seconds"])
+            slot.values = {k: list(v) for k, v in saved["values"].items()}
+        self.step = int(ck["step"])
+        self._resume_state = ck
 
     def _train_data(self) -> tuple:
         """The training split as a tuple of tensors on the run's device (4-D float inputs in channels_last)."""
@@ -498,31 +749,46 @@ class Run:
 
     def _loop(self, show_progress: bool):
         dev = self.device
+        ck = self._resume_state
+        start = 0 if ck is None else int(ck["step"])
         self._t0 = time.perf_counter()
+        if ck is not None and self._hist["wall_time"]:     # wall_time goes on from the checkpoint's last value
+            self._t0 -= self._hist["wall_time"][-1]
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
-            batches = self._batches(self._train_data(), gen)
+            batches = _Batches(self._train_data(), self.batch_size, gen)
             ctx = ProbeContext(self)
             with isolated(self.model, self.params):
                 for slot in self._slots:
-                    slot.probe.setup(ctx)
+                    if ck is None:          # resumed probes come with their state (warm starts, grids, ...)
+                        slot.probe.setup(ctx)
                     slot.vars = slot.probe.variables(ctx)
+            if ck is not None:
+                batches.load_state(ck["batches"])
+                torch.set_rng_state(ck["rng_cpu"])
+                if ck["rng_cuda"] is not None and dev.type == "cuda":
+                    torch.cuda.set_rng_state_all(ck["rng_cuda"])
             self._bar = None
             if show_progress:
                 from tqdm.auto import tqdm
-                self._bar = tqdm(total=self.steps, desc=f"{self.problem.name} · {self.optimizer_name}", leave=False)
+                self._bar = tqdm(total=self.steps, initial=start, leave=False,
+                                 desc=f"{self.problem.name} · {self.optimizer_name}")
             self._last_bar = 0.0
             self._window: list[tuple] = []     # steps done on the device whose values are not fetched yet
-            self._limit: float | None = None   # divergence limit on the loss (host copy)
+            self._limit: float | None = None if ck is None else ck["limit"]   # divergence limit (host copy)
             self._limit_t: torch.Tensor | None = None   # ... and on the device
             # the device-side values travel in float64 (exact copies of float32 losses and norms); MPS has none
             self._acc_dtype = torch.float32 if dev.type == "mps" else torch.float64
+            streaming = self.save_to is not None
             try:
                 try:
-                    for t in range(self.steps):
+                    for t in range(start, self.steps):
                         due = any(s.probe.due(t) for s in self._slots)
-                        if self._window and (due or self._stop.is_set() or self._pending
+                        save_due = streaming and t % self.save_every == 0 and (t > start or ck is None)
+                        ckpt_due = streaming and bool(self.checkpoint_every) and t % self.checkpoint_every == 0 \
+                            and (t > start or ck is None)
+                        if self._window and (due or self._stop.is_set() or self._pending or save_due or ckpt_due
                                              or len(self._window) >= self.sync_every):
                             if self._flush():
                                 return
@@ -531,6 +797,10 @@ class Run:
                         self.step = t
                         if self._pending:
                             self._apply_pending()
+                        if ckpt_due:     # the checkpoint first: the record on disk never runs ahead of it
+                            self._checkpoint(t, batches)
+                        if save_due:
+                            self._save_record()
                         if self._step(t, ctx, batches, immediate=due or self.sync_every == 1):
                             return
                     if self._flush():
@@ -546,11 +816,14 @@ class Run:
                         return
                     raise
                 self.step = len(self._hist["loss"])
-                # final probes at θ_T
+                stopped = self._stop.is_set() and self.step < self.steps
+                # final probes at θ_T, skipped when stopped (a stop must end the run promptly)
                 ctx.step, ctx.final, ctx.batch, ctx._grad = self.step, True, None, None
-                if self._slots:
+                if self._slots and stopped:
+                    self.final_probes_skipped = True
+                elif self._slots:
                     self._store_probe(ctx, self._probe(ctx, self.step, final=True), self.step, final=True)
-                self._finish_loop("stopped" if self._stop.is_set() and self.step < self.steps else "finished")
+                self._finish_loop("stopped" if stopped else "finished")
             finally:
                 if self._bar is not None:
                     self._bar.close()
@@ -720,6 +993,8 @@ class Run:
             "compile": int(self.compile), "channels_last": int(self.channels_last),
             "status": status, "steps_requested": self.steps, "steps_done": n,
             "diverged_at": -1 if self.diverged_at is None else self.diverged_at,
+            **self._divergence_attrs(hist["loss"], status),
+            "final_probes_skipped": int(self.final_probes_skipped),
             "events": json.dumps(events, default=str),
             "versions": json.dumps({"workbench": workbench.__version__, "torch": torch.__version__,
                                     "numpy": np.__version__, "xarray": xr.__version__,
@@ -728,7 +1003,24 @@ class Run:
         }
         if self.error is not None:
             attrs["error"] = f"{type(self.error).__name__}: {self.error}"
+        if self.save_error is not None:
+            attrs["save_error"] = self.save_error
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    def _divergence_attrs(self, losses: list, status: str) -> dict:
+        soft = self._soft_divergence(losses)
+        rule = self.divergence
+        if rule is None:
+            text = "soft rule off (divergence=None)"
+        else:
+            text = (f"soft: diverged if the median of the last {rule['window']} losses ends above "
+                    f"{rule['factor']:g} x max({rule['floor']:g}, |loss[0]|)")
+        hard = f"max_loss={self.max_loss:g}" if self.max_loss is not None else "1e8 x max(1, |loss[0]|)"
+        recovered = soft["blew_up_at"] >= 0 and not soft["ended_above"] and status in ("finished", "stopped")
+        return {"divergence_rule": f"hard: non-finite loss or parameters, or loss above {hard} (stops the run); "
+                                   + text,
+                "blowup_threshold": soft["threshold"], "blew_up_at": soft["blew_up_at"],
+                "blowup_peak": soft["peak"], "blowup_recovered": int(recovered)}
 
 
 def train(problem: Problem, optimizer: str = "gd", lr: float | None = None, steps: int = 100,
@@ -743,8 +1035,34 @@ def train(problem: Problem, optimizer: str = "gd", lr: float | None = None, step
     every step's values (return ``False`` to stop). ``background=True`` starts a thread and returns at once;
     otherwise the call blocks with a progress bar (``progress=False`` hides it).
 
-    A run diverges when the loss or the parameters become non-finite, or the loss exceeds ``max_loss``
-    (default 1e8 × max(1, initial loss)); everything before is kept. The problem's own model is not modified.
+    Divergence. The hard rule stops the run: the loss or the parameters become non-finite, or the loss exceeds
+    ``max_loss`` (default 1e8 × max(1, |initial loss|)); everything before is kept (status "diverged",
+    ``diverged_at`` the step). The soft rule never stops a run, so catapult and edge-of-stability spikes that
+    recover run to the end: with ``divergence={"factor": 10, "window": 10, "floor": 1}`` (the default; a number
+    sets the factor, ``None`` turns it off) the threshold is factor × max(floor, |loss[0]|); the record's attrs
+    give ``blowup_threshold``, ``blew_up_at`` (first step above it, -1 if none) and ``blowup_peak``; a run that
+    would finish with the median of its last ``window`` losses above the threshold ends "diverged" (with
+    ``diverged_at`` = where its final excursion above it began), one that went above and came back ends
+    "finished" with ``blowup_recovered`` = 1. ``divergence_rule`` spells out both rules in words.
+
+    ``stop()`` (or a callback's ``False``) ends the run before the next step and skips the final probe call
+    (record attr ``final_probes_skipped`` = 1): a stopped run ends promptly even with expensive probes.
+
+    Streaming and resume. ``save_to=PATH`` writes the record so far to PATH (atomically, with
+    ``wb.records.save``) every ``save_every`` steps (default 100; at step 0 too) and at the end whatever the
+    status (crashed included); every ``checkpoint_every`` steps (default: ``save_every``; 0 = never) it also writes
+    ``PATH.ckpt`` (model, optimizer, RNG, batch sampler, probe states, history; atomic), from which
+    :func:`resume` continues a killed run bit for bit on CPU (same torch thread count). A kill loses at most the
+    steps since the last save. A failing save (full disk, ...) never stops or crashes the run: it warns once
+    (``RuntimeWarning`` naming the path), keeps everything in memory (``run.record``), leaves the previous file
+    intact, records the message in ``run.save_error`` and the record's ``save_error`` attr, and is retried at the
+    next save. Each save rewrites the whole record (cost grows with the run: choose ``save_every`` accordingly).
+    Probes must be picklable when checkpointing (ValueError at build otherwise).
+
+    Probes are validated against the problem when the run is built (e.g. ``Sharpness(k=3)`` on a 2-parameter
+    problem): a ``ValueError`` naming the field and its range, not a crash at step 0.
+
+    The problem's own model is not modified.
 
     Speed settings (keyword arguments; each is recorded in the record's config and attrs, with the device and the
     parameter and data dtypes):
@@ -773,4 +1091,57 @@ def train(problem: Problem, optimizer: str = "gd", lr: float | None = None, step
     """
     run = Run(problem, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed, device=device,
               probes=probes, callback=callback, **kwargs)
+    return run.start() if background else run.run()
+
+
+def resume(path: str | os.PathLike, problem: Problem | None = None, callback: Callable[[dict], Any] | None = None,
+           background: bool = False, progress: bool | None = None, device: Any = None) -> Run:
+    """Continue a run streamed with ``train(..., save_to=path)`` from its last checkpoint (``<path>.ckpt``).
+
+    The problem is rebuilt with ``wb.problems.make(name, seed=..., init_seed=..., **options)`` from the
+    checkpoint's config; pass ``problem=`` for custom problems that cannot be rebuilt from a config (it must be
+    the same problem). Model and optimizer state (the optimizer in use at the checkpoint, hot swaps included),
+    torch's CPU RNG state, the mini-batch sampler, the probes (with their warm starts and grids) and the history
+    come from the checkpoint, so on CPU the resumed record equals the uninterrupted one in every data variable
+    except the wall-clock ones (``wall_time`` and ``<probe>_seconds``). The run goes on streaming to ``path``
+    with the same ``save_every`` / ``checkpoint_every``. Steps recorded after the checkpoint are computed again.
+
+    The checkpoint is a pickle (``torch.load(weights_only=False)``): resume only checkpoints you trust.
+    Raises ``FileNotFoundError`` when there is no checkpoint, ``ValueError`` when it is not a workbench checkpoint
+    or its run already ended.
+    """
+    path = Path(path)
+    ck_path = checkpoint_path(path)
+    if not ck_path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(ck_path)!r} (resume needs a run streamed with "
+                                f"train(..., save_to={str(path)!r}) and checkpoint_every > 0)")
+    try:
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"{str(ck_path)!r} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{str(ck_path)!r} is not a workbench run checkpoint (format {CHECKPOINT_FORMAT})")
+    if path.exists():
+        try:
+            from . import records
+            status = records.load(path).attrs.get("status")
+        except Exception:
+            status = None
+        if status in ("finished", "diverged", "stopped"):
+            raise ValueError(f"the run at {str(path)!r} already ended (status {status!r}); nothing to resume")
+    if problem is None:
+        pc = ck["problem_config"]
+        from . import problems as _problems
+        try:
+            problem = _problems.make(pc["name"], seed=pc["seed"], init_seed=pc.get("init_seed"), **pc["options"])
+        except ValueError as exc:
+            raise ValueError(f"cannot rebuild problem {pc['name']!r} from the checkpoint's config ({exc}); pass "
+                             f"resume({str(path)!r}, problem=...) with the run's problem") from exc
+    elif not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a workbench Problem or None; got {type(problem).__name__}")
+    probes = pickle.loads(ck["probes"])
+    kwargs = dict(ck["init_kwargs"])
+    run = Run(problem, probes=probes, callback=callback, progress=progress,
+              device=ck["device"] if device is None else device, save_to=path, **kwargs)
+    run._restore(ck)
     return run.start() if background else run.run()

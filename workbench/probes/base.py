@@ -3,6 +3,8 @@
 A probe measures something about the model during training on its own schedule. The run loop calls
 ``measure(ctx)`` at the parameters theta_t *before* update t (so probe step t lines up with ``loss[t]``), then
 ``after_update(ctx, values)`` once theta_{t+1} exists, and once more at the end of the run (``ctx.final``).
+Probes are validated against the problem when the run is built (``validate(problem, n_params)``), so a probe
+misconfigured for its problem is a ``ValueError`` from ``wb.train`` / ``Run(...)``, not a crash at step 0.
 The loop isolates every probe call: train/eval mode, BatchNorm buffers, parameters, gradients and the RNG state
 are restored afterwards, so a probe can never change the training trajectory. The time each call takes is
 recorded as ``<name>_seconds``.
@@ -49,6 +51,12 @@ class Probe:
         return step % self.every == 0
 
     # -- protocol ----------------------------------------------------------------------------------------
+    def validate(self, problem, n_params: int) -> None:
+        """Called when the run is built, before any training: raise ``ValueError`` (naming the field and its
+        accepted range) when this probe cannot work on ``problem`` whose model has ``n_params`` trainable
+        parameters (e.g. more eigenvalues than parameters, a test split the problem lacks). The default accepts
+        everything; :meth:`setup` may still check what needs the model or data on the device."""
+
     def setup(self, ctx: "ProbeContext") -> None:
         """Called once before training (θ_0 available)."""
 

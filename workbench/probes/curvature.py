@@ -242,6 +242,21 @@ class _CurvatureProbe(Probe):
     def _eig_dim(self) -> str:
         return f"{self.name}_eig"
 
+    def validate(self, problem, n_params: int) -> None:
+        if self.data == "test" and problem.test is None:
+            raise ValueError(f"{type(self).__name__}.data='test' needs a test set, but problem "
+                             f"{problem.name!r} has none: use data=None/'train', 'batch' or an (x, y) pair")
+
+    def _n_probe_examples(self, problem) -> int | None:
+        """How many examples the probe data holds (None for data='batch': the run's batch size)."""
+        d = self.data
+        if d is None or d in ("train", "test"):
+            n = len(problem.train if d in (None, "train") else problem.test)
+            return n if self.max_samples is None else min(n, self.max_samples)
+        if _is_pair(d):
+            return int(d[0].shape[0])
+        return None
+
     def setup(self, ctx: ProbeContext) -> None:
         if self.data == "test" and ctx.problem.test is None:
             raise ValueError(f"{type(self).__name__}.data='test' needs a test set, but problem "
@@ -579,6 +594,12 @@ class Sharpness(_CurvatureProbe):
     def _eig_dim(self) -> str:
         return "eig" if self.name == "sharpness" else f"{self.name}_eig"
 
+    def validate(self, problem, n_params):
+        super().validate(problem, n_params)
+        if self.k > n_params:
+            raise ValueError(f"Sharpness.k={self.k} is out of range: k must be in [1, {n_params}] (at most the "
+                             f"number of trainable parameters of problem {problem.name!r})")
+
     def setup(self, ctx):
         super().setup(ctx)
         if self.k > self.n_params:
@@ -806,7 +827,13 @@ class GradientSubspace(_CurvatureProbe):
       Haar-random one each call from ``seed``), whose expectation is k/n;
     * ``<name>_overlap``: Tr(P Pʹ)/k = ‖Vᵀ Vʹ‖_F²/k between this and the previous call's top-k subspaces
       (1 = unchanged, ≈ k/n for unrelated subspaces; NaN at the first call);
-    * ``<name>_eigenvalues``, ``<name>_residuals`` (dim ``<name>_eig``), ``<name>_hvps``.
+    * ``<name>_eigenvalues``, ``<name>_residuals`` (dim ``<name>_eig``), ``<name>_hvps``;
+    * ``<name>_gap``: the relative eigengap (λ_k − λ_{k+1}) / max(|λ_k|, |λ_{k+1}|) below the subspace (λ_{k+1}
+      is computed alongside: k + 1 eigenpairs per call; NaN when k equals the number of parameters, where the
+      subspace is the whole space). The top-k eigenspace is only defined up to about residual/gap: when the
+      gap falls below ``min_gap`` (default 0.1, i.e. λ_k/λ_{k+1} < 1.11 for positive eigenvalues) the fractions
+      and the overlap depend on which of the nearly tied eigenvectors the solver returned, and the probe warns
+      (a ``RuntimeWarning``, once per run) and notes it in ``<name>_notes``. ``min_gap=0`` disables the warning.
     """
 
     default_name = "subspace"
@@ -814,9 +841,11 @@ class GradientSubspace(_CurvatureProbe):
     def __init__(self, every: int = 10, k: int = 10, data=None, max_samples: int | None = DEFAULT_MAX_SAMPLES,
                  mode: str = "eval", tol: float = 1e-2, max_iter: int | None = None, refresh: int | None = 20,
                  seed: int = 0, name: str | None = None, batch_size: int | None = None,
-                 max_memory: int | str | None = None):
+                 max_memory: int | str | None = None, min_gap: float = 0.1):
         super().__init__(every, data, max_samples, mode, name, batch_size, max_memory)
         self.k = check_int("GradientSubspace.k", k, 1, 1000)
+        self.min_gap = check_float("GradientSubspace.min_gap", min_gap, 0.0, 1.0)
+        self._gap_warned = False
         self.refresh = check_int("GradientSubspace.refresh", refresh, 1, allow_none=True)
         self.tol = check_float("GradientSubspace.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         self.max_iter = check_int("GradientSubspace.max_iter", max_iter, 1, allow_none=True)
@@ -824,12 +853,19 @@ class GradientSubspace(_CurvatureProbe):
         self._v = None
         self._calls = 0
 
+    def validate(self, problem, n_params):
+        super().validate(problem, n_params)
+        if self.k > n_params:
+            raise ValueError(f"GradientSubspace.k={self.k} is out of range: k must be in [1, {n_params}] (at most "
+                             f"the number of trainable parameters of problem {problem.name!r})")
+
     def setup(self, ctx):
         super().setup(ctx)
         if self.k > self.n_params:
             raise ValueError(f"GradientSubspace.k={self.k} is out of range: k must be at most the number of "
                              f"trainable parameters ({self.n_params})")
         self._v, self._calls = None, 0
+        self._gap_warned = False
 
     def variables(self, ctx):
         n, e = self.name, self._eig_dim()
@@ -850,7 +886,21 @@ class GradientSubspace(_CurvatureProbe):
             f"{n}_residuals": Var("eigen-residuals", "‖Hv − λv‖ of each Ritz pair", dims=(e,), coords=coords),
             f"{n}_hvps": Var("Hessian-vector products", "Hessian-vector products spent by this probe call",
                              dtype="int64"),
+            f"{n}_gap": Var("relative eigengap below the subspace", f"(λ_k − λ_(k+1)) / max(|λ_k|, |λ_(k+1)|) "
+                            f"with k = {self.k}; below {self.min_gap:g} the top-k eigenspace is ill-defined (nearly "
+                            "tied eigenvalues) and the fractions are unstable; NaN when k = number of parameters"),
         }
+
+    def _check_gap(self, gap: float, lk: float, lk1: float, step: int):
+        if not (gap < self.min_gap):      # NaN (no λ_(k+1)) passes
+            return
+        text = (f"the top-{self.k} Hessian eigenspace is ill-defined: λ_{self.k} = {lk:.6g} and λ_{self.k + 1} = "
+                f"{lk1:.6g} nearly tie (relative gap {gap:.3g} < min_gap={self.min_gap:g}, first at step {step}), "
+                f"so {self.name}_fraction and {self.name}_overlap depend on which of the tied eigenvectors the "
+                f"solver returned; see {self.name}_gap, or choose a k at a clear gap")
+        if not self._gap_warned:
+            self._gap_warned = True
+            self._note(text, warn=True)
 
     def measure(self, ctx):
         n, k = self.name, self.k
@@ -859,15 +909,26 @@ class GradientSubspace(_CurvatureProbe):
         data = self._data(ctx)
         if data is None:
             return {f"{n}_fraction": NAN, f"{n}_fraction_batch": NAN, f"{n}_random_fraction": NAN,
-                    f"{n}_overlap": NAN, f"{n}_eigenvalues": nan_k, f"{n}_residuals": nan_k, f"{n}_hvps": 0}
+                    f"{n}_overlap": NAN, f"{n}_eigenvalues": nan_k, f"{n}_residuals": nan_k, f"{n}_hvps": 0,
+                    f"{n}_gap": NAN}
         H = self._hessian(ctx, data)
         cold = self._v is None or (self.refresh is not None and (self._calls - 1) % self.refresh == 0)
-        res = _top_eigs(H, k, self.tol, self.max_iter, None if cold else self._v, self.seed * 1_000_003 + self._calls)
-        V = res.vectors.detach()
+        k_solve = k + 1 if k < self.n_params else k        # λ_(k+1) for the gap below the subspace
+        v0 = None if cold or self._v is None or self._v.shape[1] != k_solve else self._v
+        res = _top_eigs(H, k_solve, self.tol, self.max_iter, v0, self.seed * 1_000_003 + self._calls)
+        V_all = res.vectors.detach()
+        V = V_all[:, :k]
+        vals_all = res.values.detach().double().cpu()
+        gap = NAN
+        if k_solve > k:
+            lk, lk1 = float(vals_all[k - 1]), float(vals_all[k])
+            scale = max(abs(lk), abs(lk1))
+            gap = (lk - lk1) / scale if scale > 0 else 0.0
+            self._check_gap(gap, lk, lk1, ctx.step)
         overlap = NAN
         if self._v is not None:
-            overlap = float((self._v.T @ V).pow(2).sum()) / k
-        self._v = V
+            overlap = float((self._v[:, :k].T @ V).pow(2).sum()) / k
+        self._v = V_all
         g = _flat_grad(ctx.model, ctx.problem.loss, data, ctx.params, self.mode,
                        self._microbatch(ctx, data)).to(V.dtype)
         frac = _fraction(V, g)
@@ -877,15 +938,20 @@ class GradientSubspace(_CurvatureProbe):
         Q, _ = torch.linalg.qr(torch.randn(V.shape[0], k, generator=gen, dtype=torch.float64))
         rand = _fraction(Q, g.double().cpu())
         return {f"{n}_fraction": frac, f"{n}_fraction_batch": frac_b, f"{n}_random_fraction": rand,
-                f"{n}_overlap": overlap, f"{n}_eigenvalues": res.values.detach().double().cpu().numpy(),
-                f"{n}_residuals": res.residuals.detach().double().cpu().numpy(), f"{n}_hvps": int(H.n_matvec)}
+                f"{n}_overlap": overlap, f"{n}_eigenvalues": vals_all[:k].numpy(),
+                f"{n}_residuals": res.residuals.detach().double().cpu()[:k].numpy(), f"{n}_hvps": int(H.n_matvec),
+                f"{n}_gap": gap}
 
     def attrs(self):
-        return {**super().attrs(), "k": self.k, "random_expected": self.k / max(getattr(self, "n_params", 1), 1)}
+        return {**super().attrs(), "k": self.k, "random_expected": self.k / max(getattr(self, "n_params", 1), 1),
+                "min_gap": self.min_gap}
 
     def config(self):
-        return {**super().config(), "k": self.k, "tol": self.tol, "max_iter": self.max_iter,
-                "refresh": self.refresh, "seed": self.seed}
+        c = {**super().config(), "k": self.k, "tol": self.tol, "max_iter": self.max_iter,
+             "refresh": self.refresh, "seed": self.seed}
+        if self.min_gap != 0.1:      # configs of existing runs unchanged
+            c["min_gap"] = self.min_gap
+        return c
 
 
 def _fraction(V: torch.Tensor, g: torch.Tensor) -> float:
@@ -978,6 +1044,13 @@ class BatchSharpness(_CurvatureProbe):
                              "mini-batches from")
         self._v: dict = {}
         self._calls = 0
+
+    def validate(self, problem, n_params):
+        super().validate(problem, n_params)
+        n = self._n_probe_examples(problem)
+        if n is not None and self.batch_sizes[-1] > n:
+            raise ValueError(f"BatchSharpness.batch_sizes={self.batch_sizes} is out of range: every batch size "
+                             f"must be in [1, {n}] (the number of probe examples of problem {problem.name!r})")
 
     def setup(self, ctx):
         super().setup(ctx)

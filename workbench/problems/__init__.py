@@ -66,12 +66,23 @@ def describe(name: str) -> str:
     return _spec(name).doc
 
 
-def make(name: str, seed: int = 0, **opts) -> Problem:
-    """Build problem ``name`` with ``seed`` (data and initial model) and validated options."""
+def make(name: str, seed: int = 0, init_seed: int | None = None, **opts) -> Problem:
+    """Build problem ``name`` with ``seed`` and validated options.
+
+    ``seed`` draws the data (and, by default, the initial model); ``init_seed`` (int in [0, 2**31 - 1], default
+    None = ``seed``) draws the initial model alone, so the same data can be trained from different
+    initialisations. ``problem.config()`` records ``init_seed`` when it differs from ``seed``, and
+    ``make(name, seed=..., init_seed=..., **options)`` rebuilds the same problem.
+    """
     spec = _spec(name)
     seed = check_int("seed", seed, 0, 2**31 - 1)
+    init_seed = check_int("init_seed", init_seed, 0, 2**31 - 1, allow_none=True)
     values = validate_params(spec.options, opts, owner=f"problem {name!r}")
-    return spec.build(seed, **values)
+    prob = spec.build(seed, **values)
+    if init_seed is not None and init_seed != prob.model_seed:
+        prob.init_seed = init_seed
+        prob.model = prob.new_model()
+    return prob
 
 
 def _count_params(factory: Callable[[], torch.nn.Module]) -> int:

@@ -46,15 +46,23 @@ class Problem:
     function: Callable[[torch.Tensor], torch.Tensor] | None = None
     domain: tuple[tuple[float, float], tuple[float, float]] | None = None
     minima: list[tuple[float, float]] = field(default_factory=list)
+    # the seed of the initial model when it differs from the data ``seed`` (None: the model uses ``seed``)
+    init_seed: int | None = None
     model: nn.Module = field(init=False)
 
     def __post_init__(self):
         self.model = self.new_model()
 
     # -- models ---------------------------------------------------------------------------------------------
+    @property
+    def model_seed(self) -> int:
+        """The seed of the initial model: ``init_seed`` when set, else the data ``seed``."""
+        return self.seed if self.init_seed is None else self.init_seed
+
     def new_model(self, seed: int | None = None) -> nn.Module:
-        """A freshly initialised model; ``seed=None`` uses the problem's seed (so equals ``self.model`` at init)."""
-        return seeded(self.seed if seed is None else seed, self.model_factory)
+        """A freshly initialised model; ``seed=None`` uses the problem's initialisation seed (``init_seed``, which
+        defaults to ``seed``), so it equals ``self.model`` at init."""
+        return seeded(self.model_seed if seed is None else seed, self.model_factory)
 
     def copy_model(self) -> nn.Module:
         return copy.deepcopy(self.model)
@@ -112,10 +120,16 @@ class Problem:
         return sum(p.numel() for p in self.model.parameters())
 
     def config(self) -> dict:
-        return {"name": self.name, "seed": self.seed, "options": dict(self.options)}
+        """``name``, ``seed``, ``options`` (and ``init_seed`` when it differs from ``seed``: configs of problems
+        whose model uses the data seed are unchanged); ``problems.make(**config)`` rebuilds the problem."""
+        c = {"name": self.name, "seed": self.seed, "options": dict(self.options)}
+        if self.init_seed is not None and self.init_seed != self.seed:
+            c["init_seed"] = self.init_seed
+        return c
 
     def describe(self) -> str:
-        lines = [f"Problem {self.name!r} (seed {self.seed}, {self.kind})"]
+        lines = [f"Problem {self.name!r} (seed {self.seed}" +
+                 ("" if self.model_seed == self.seed else f", init_seed {self.model_seed}") + f", {self.kind})"]
         if self.doc:
             lines.append(self.doc)
         lines.append("options: " + json.dumps(self.options, default=str))
