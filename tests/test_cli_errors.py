@@ -140,7 +140,7 @@ def test_run_output_is_a_directory_saves_a_fallback(cfg, tmp_path, capsys):
 def test_sweep_output_is_a_directory_saves_a_fallback(tmp_path, capsys):
     cfg = tmp_path / "sw.toml"
     cfg.write_text(SWEEP)
-    outdir = tmp_path / "sweep_dir"
+    outdir = tmp_path / "sweep_dir.nc"       # -o X.nc: the combined record only; here X.nc is a directory
     outdir.mkdir()
     assert cli.main(["sweep", str(cfg), "-o", str(outdir), "-q"]) == 2
     rec = wb.load(fallback_of(one_line(capsys)))

@@ -386,16 +386,27 @@ def test_every_probe_choice_builds(tmp_path):
         make_probe("nope", {"every": 1}, prob)
 
 
-def test_crash_is_reported_not_raised(dash):
+def test_crash_is_reported_not_raised(dash, monkeypatch):
+    # a probe misconfigured for the problem is refused when the run is built: an inline error, no run (issue 16)
     dash.probe_checks["sharpness"].value = True
-    setv(dash.probe_forms["sharpness"], "k", "3")          # more eigenvalues than the 2 parameters: setup raises
+    setv(dash.probe_forms["sharpness"], "k", "3")          # more eigenvalues than the 2 parameters
     setv(dash.run_form, "steps", "3")
+    assert dash.start() is None and dash.run is None
+    assert dash.error.visible and "Sharpness.k" in dash.error.object
+    assert dash.run_button.disabled is False
+    # a failure during the run is reported as a crash, with what was recorded kept
+    setv(dash.probe_forms["sharpness"], "k", "1")
+    from workbench.probes import Sharpness
+
+    def broken(self, ctx):
+        raise RuntimeError("simulated failure inside a probe")
+    monkeypatch.setattr(Sharpness, "measure", broken)
     run = dash.start()
     drive(dash)
     assert run.status == "crashed"
-    assert dash.error.visible and "crashed" in dash.error.object and "Sharpness.k" in dash.error.object
+    assert dash.error.visible and "crashed" in dash.error.object and "simulated failure" in dash.error.object
     assert dash.run_button.disabled is False
-    setv(dash.probe_forms["sharpness"], "k", "1")
+    monkeypatch.undo()
     assert dash.start() is not None                         # the session goes on
     drive(dash)
     assert dash.run.status == "finished"

@@ -257,3 +257,23 @@ def test_slurm_cluster_is_configured_not_submitted():
         make_cluster("slurm", not_an_option=1)
     with pytest.raises(ValueError, match="scheduler"):
         wb.sweep("quadratic", {"lr": [0.1]}, scheduler="pbs", progress=False)
+
+
+def test_cli_sweep_directory_and_resume(tmp_path, capsys):
+    import workbench_cli as cli
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text('[problem]\nname = "quadratic"\n[train]\noptimizer = "gd"\nsteps = 20\n'
+                   '[sweep]\ngrid = { lr = [0.1, 0.2], seed = [0, 1] }\nscheduler = "synchronous"\n')
+    out = tmp_path / "sw"
+    assert cli.main(["sweep", str(cfg), "-o", str(out), "-q"]) == 0
+    line = capsys.readouterr().out
+    assert "4 runs (4 finished); 4 run now, 0 reused" in line and str(out / "cells") in line
+    assert len(list((out / CELL_DIR).glob("cell-*.nc"))) == 4 and wb.load(out / "sweep.nc").attrs["kind"] == "sweep"
+    (out / CELL_DIR / "cell-00003.nc").unlink()
+    assert cli.main(["sweep", str(cfg), "-o", str(out), "-q"]) == 2            # not without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(["sweep", str(cfg), "-o", str(out), "-q", "--resume"]) == 0
+    assert "1 run now, 3 reused" in capsys.readouterr().out
+    assert cli.main(["sweep", str(cfg), "-o", str(tmp_path / "x.nc"), "-q", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume needs a sweep directory" in err and err.count("\n") == 1

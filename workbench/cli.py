@@ -201,15 +201,24 @@ def _cmd_sweep(args) -> int:
         name, pseed = prob.pop("name"), prob.pop("seed", 0)
         out = args.output or (cfg.get("output") if isinstance(cfg.get("output"), str) else None)
         if not out:
-            raise ValueError("no output file: pass -o OUT.nc (or output = \"...\" in the config)")
+            raise ValueError("no output: pass -o DIR (a sweep directory: one record per cell, resumable) or "
+                             "-o OUT.nc (the combined record only), or output = \"...\" in the config")
+        as_file = Path(out).suffix == ".nc"
+        if args.resume and as_file:
+            raise ValueError(f"--resume needs a sweep directory (-o DIR), not a file ({out!r})")
         _check_scheduler(scheduler, args.connect_timeout)
         rec = wb.sweep(name, grid, problem_options=prob, train=cfg.get("train") or {}, probes=cfg.get("probes", []),
-                       problem_seed=pseed, scheduler=scheduler, n_workers=n_workers, progress=not args.quiet)
+                       problem_seed=pseed, scheduler=scheduler, n_workers=n_workers, progress=not args.quiet,
+                       directory=None if as_file else out, resume=bool(args.resume))
     except (ValueError, TypeError, OSError, TimeoutError) as exc:
         return _fail(_one_line(exc))
     statuses = dict(zip(*np.unique(rec.status.values.astype(str), return_counts=True)))
-    return _saved(rec, out, args.config, f"{rec.attrs['n_runs']} runs "
-                  f"({', '.join(f'{v} {k}' for k, v in statuses.items())}); record saved to {out}")
+    summary = f"{rec.attrs['n_runs']} runs ({', '.join(f'{v} {k}' for k, v in statuses.items())})"
+    if not as_file:
+        print(f"{summary}; {rec.attrs['cells_run']} run now, {rec.attrs['cells_reused']} reused; cell records in "
+              f"{Path(out) / 'cells'}, combined record {Path(out) / 'sweep.nc'}")
+        return 0
+    return _saved(rec, out, args.config, f"{summary}; record saved to {out}")
 
 
 def _check_scheduler(scheduler, timeout: float) -> None:
@@ -288,7 +297,9 @@ def build_parser(extra: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ps = sub.add_parser("sweep", help="run a grid of experiments on Dask and save one combined record")
     ps.add_argument("config")
-    ps.add_argument("-o", "--output", help="netCDF file for the combined record")
+    ps.add_argument("-o", "--output", help="a sweep directory (one record per cell as it ends, sweep.json, sweep.nc; "
+                                           "resumable), or OUT.nc for the combined record only")
+    ps.add_argument("--resume", action="store_true", help="run only the cells the sweep directory lacks")
     ps.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster), or 'synchronous'")
     ps.add_argument("--workers", type=_workers, help="local cluster worker processes, 1-1024 (default: one per core)")
     ps.add_argument("--connect-timeout", type=_seconds, default=10.0,

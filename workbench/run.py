@@ -1019,8 +1019,10 @@ class Run:
         recovered = soft["blew_up_at"] >= 0 and not soft["ended_above"] and status in ("finished", "stopped")
         return {"divergence_rule": f"hard: non-finite loss or parameters, or loss above {hard} (stops the run); "
                                    + text,
-                "blowup_threshold": soft["threshold"], "blew_up_at": soft["blew_up_at"],
-                "blowup_peak": soft["peak"], "blowup_recovered": int(recovered)}
+                "blew_up_at": soft["blew_up_at"], "blowup_recovered": int(recovered),
+                # NaN attributes never compare equal (a saved record would not equal itself): only finite ones
+                **{k: float(soft[v]) for k, v in (("blowup_threshold", "threshold"), ("blowup_peak", "peak"))
+                   if soft[v] is not None and math.isfinite(soft[v])}}
 
 
 def train(problem: Problem, optimizer: str = "gd", lr: float | None = None, steps: int = 100,

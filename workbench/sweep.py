@@ -422,7 +422,9 @@ def combine(records: list[xr.Dataset], coords: list[dict], grid: dict, config: d
         r = r.assign(status=xr.DataArray(str(rec.attrs.get("status", "unknown"))),
                      steps_done=xr.DataArray(int(rec.attrs.get("steps_done", n_steps))),
                      diverged_at=xr.DataArray(int(rec.attrs.get("diverged_at", -1))),
-                     error=xr.DataArray(str(rec.attrs.get("error", ""))))
+                     error=xr.DataArray(str(rec.attrs.get("error", ""))),
+                     blew_up_at=xr.DataArray(int(rec.attrs.get("blew_up_at", -1))),
+                     blowup_recovered=xr.DataArray(int(rec.attrs.get("blowup_recovered", 0))))
         r.attrs = {}
         cleaned.append(r.expand_dims({k: [c[k]] for k in keys}))
     out = xr.combine_by_coords(cleaned, join="outer", combine_attrs="drop", data_vars="minimal",
@@ -439,6 +441,10 @@ def combine(records: list[xr.Dataset], coords: list[dict], grid: dict, config: d
     out["diverged_at"].attrs = {"long_name": "diverged at",
                                 "description": "step at which the run diverged; -1 if it did not"}
     out["error"].attrs = {"long_name": "error", "description": "why a crashed cell failed; empty otherwise"}
+    out["blew_up_at"].attrs = {"long_name": "blew up at", "description": "first step above the soft divergence "
+                                                                        "threshold (see a run's divergence_rule); -1 if none"}
+    out["blowup_recovered"].attrs = {"long_name": "blew up and recovered",
+                                     "description": "1 if the loss went above the soft threshold and came back"}
     from .records import SCHEMA_VERSION
     out.attrs = {"workbench_schema": SCHEMA_VERSION, "kind": "sweep", "config": json.dumps(config, default=str),
                  "sweep_dims": json.dumps(keys), "n_runs": len(records)}

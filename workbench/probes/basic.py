@@ -55,6 +55,11 @@ class Eval(Probe):
         self.max_samples = check_int("Eval.max_samples", max_samples, 1, allow_none=True)
         self.mode = check_choice("Eval.mode", mode, ("eval", "train"))
 
+    def validate(self, problem, n_params):
+        if self.split in ("test", "both") and problem.test is None:
+            raise ValueError(f"Eval.split={self.split!r} needs a test set, but problem {problem.name!r} has none; "
+                             "use split='train'")
+
     def _splits(self, ctx):
         splits = ["train", "test"] if self.split == "both" else [self.split]
         if "test" in splits and ctx.problem.test is None:
