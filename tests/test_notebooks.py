@@ -34,3 +34,14 @@ def test_every_notebook_is_executed_by_a_test():
     sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     for path in NOTEBOOKS:
         assert path.name in sources or path.stem in sources, f"no test executes {path.name}"
+
+
+def test_notebooks_are_numbered_without_gaps_and_have_one_kind_of_source():
+    numbers = sorted(int(p.name[:2]) for p in NOTEBOOKS)
+    assert numbers == list(range(len(numbers))), f"notebook numbers have gaps or repeats: {numbers}"
+    src = ROOT / "notebooks" / "src"
+    for path in NOTEBOOKS:
+        assert (src / f"{path.stem}.py").is_file(), f"{path.name} has no source notebooks/src/{path.stem}.py"
+    stray = [p.name for p in src.glob("*.py") if not p.name.startswith("_")
+             and not (ROOT / "notebooks" / f"{p.stem}.ipynb").is_file()]
+    assert not stray, f"sources without a notebook: {stray}"

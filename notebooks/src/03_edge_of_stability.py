@@ -1,7 +1,7 @@
 """Build notebooks/03_edge_of_stability.ipynb (saved without outputs).
 
-    python notebooks/src/make_03_edge_of_stability.py            # write the notebook
-    python notebooks/src/make_03_edge_of_stability.py --execute  # also run it (WORKBENCH_QUICK=1) to check it
+    python notebooks/src/03_edge_of_stability.py            # write the notebook
+    python notebooks/src/03_edge_of_stability.py --execute  # also run it (WORKBENCH_QUICK=1) to check it
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Build notebooks/04_gradient_subspace.ipynb (saved without outputs).
 
-    python notebooks/src/make_04_gradient_subspace.py            # write the notebook
-    python notebooks/src/make_04_gradient_subspace.py --execute  # also run it (WORKBENCH_QUICK=1) to check it
+    python notebooks/src/04_gradient_subspace.py            # write the notebook
+    python notebooks/src/04_gradient_subspace.py --execute  # also run it (WORKBENCH_QUICK=1) to check it
 """
 from __future__ import annotations
 

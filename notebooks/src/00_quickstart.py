@@ -1,7 +1,7 @@
 """Build notebooks/00_quickstart.ipynb (saved without outputs).
 
-    python notebooks/src/make_00_quickstart.py            # write the notebook
-    python notebooks/src/make_00_quickstart.py --execute  # also run it (WORKBENCH_QUICK=1) to check it
+    python notebooks/src/00_quickstart.py            # write the notebook
+    python notebooks/src/00_quickstart.py --execute  # also run it (WORKBENCH_QUICK=1) to check it
 """
 from __future__ import annotations
 
