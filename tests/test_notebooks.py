@@ -17,6 +17,14 @@ def test_quickstart_executes():
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "test accuracy after" in outputs and "saved and reloaded" in outputs
     assert "lr=0.21: diverged" in outputs and "lr=0.19: finished" in outputs
+    # the inline dashboard must render without internet: Panel's and Bokeh's JavaScript travel in the notebook,
+    # not as <script src="https://cdn..."> tags
+    rich = "".join(str(o.get("data", {})) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "application/vnd.holoviews_load.v0+json" in rich or "Bokeh" in rich
+    cdn = re.findall(r'<script[^>]*src=\\?["\']https?://[^"\'\\]*', rich) + \
+        re.findall(r'https?://cdn\.(?:bokeh\.org|holoviz\.org)/[^"\'\\ ]*\.js', rich)     # Panel's load script
+    assert not cdn, f"the notebook loads JavaScript from a CDN: {cdn[:3]}"
+    assert len(rich) > 1_000_000, "Panel/Bokeh's JavaScript is not inlined"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

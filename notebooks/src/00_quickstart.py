@@ -75,7 +75,7 @@ The same dashboard that `workbench app` serves runs inside JupyterLab: pick a pr
 hyperparameters and press **Run** to watch the loss (and, on the 2D test functions, the optimizer's path) live."""),
     ("code", r"""import panel as pn
 from widgets import Dashboard
-pn.extension("plotly")
+pn.extension("plotly", inline=True)   # Panel's and plotly's JavaScript inside the notebook: renders offline too
 dash = Dashboard(problem="rosenbrock", optimizer="adam")
 dash"""),
 ]
