@@ -107,7 +107,8 @@ def test_binder_environment_builds_and_serves(tmp_path):
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(["bash", "binder/start", str(venv / "bin" / "jupyter"), "server", "--no-browser",
                                f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
-                               "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True"],
+                               "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True"]
+                              + (["--allow-root"] if os.geteuid() == 0 else []),   # Binder runs as a user
                               env=start_env, cwd=repo, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
