@@ -244,24 +244,21 @@ def _check_scheduler(scheduler, timeout: float) -> None:
                          f"({_one_line(exc)})") from None
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--port must be an integer in [0, 65535]; got {text!r}")
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"--port must be an integer in [0, 65535]; got {v}")
-    return v
+def _int_arg(flag: str, low: int, high: int):
+    """An argparse type: an integer in [low, high], else the one-line error naming ``flag`` and the range."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer in [{low}, {high}]; got {text!r}")
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer in [{low}, {high}]; got {v}")
+        return v
+    return parse
 
 
-def _workers(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--workers must be an integer in [1, 1024]; got {text!r}")
-    if not 1 <= v <= 1024:
-        raise argparse.ArgumentTypeError(f"--workers must be an integer in [1, 1024]; got {v}")
-    return v
+_port = _int_arg("--port", 0, 65535)
+_workers = _int_arg("--workers", 1, 1024)
 
 
 def _seconds(text: str) -> float:

@@ -169,6 +169,28 @@ def _append_trailer(tmp: Path) -> None:
         os.fsync(fh.fileno())
 
 
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename inside ``directory`` durable (best effort: some filesystems refuse to fsync a directory)."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _open_record(path: Path) -> int:
+    """A read-only descriptor on ``path`` that never blocks (a FIFO does not wait for a writer)."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no record at {str(path)!r}") from None
+    except IsADirectoryError:
+        raise ValueError(f"path={str(path)!r} is a directory, not a record file") from None
+
 def save(record: xr.Dataset, path: str | os.PathLike, *, compression: str = "auto") -> Path:
     """Write ``record`` to ``path`` (netCDF4) atomically: a temp file in the same directory, fsync, rename.
 
@@ -223,14 +245,7 @@ def save(record: xr.Dataset, path: str | os.PathLike, *, compression: str = "aut
                             "the previous file there, if any, is unchanged and the record is still in memory")
         err.filename = str(path)
         raise err from exc
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    fsync_dir(path.parent)        # make the rename durable
     return path
 
 
@@ -360,12 +375,7 @@ def load(path: str | os.PathLike, *, timeout: float | None = None) -> xr.Dataset
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise ValueError(f"timeout must be a positive number of seconds or None; got {timeout!r}")
     path = Path(path)
-    try:   # O_NONBLOCK: opening a FIFO must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no record at {str(path)!r}") from None
-    except IsADirectoryError:
-        raise ValueError(f"path={str(path)!r} is a directory, not a record file") from None
+    fd = _open_record(path)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -420,12 +430,7 @@ def verify(path: str | os.PathLike) -> bool:
     """Check a saved record's SHA-256 trailer without reading it as netCDF. True: intact; False: the file has no
     trailer (saved by an older version, or not by :func:`save`); ``ValueError``: damaged; ``FileNotFoundError``."""
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no record at {str(path)!r}") from None
-    except IsADirectoryError:
-        raise ValueError(f"path={str(path)!r} is a directory, not a record file") from None
+    fd = _open_record(path)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -96,14 +96,8 @@ def _atomic_torch_save(obj, path: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    from .records import fsync_dir
+    fsync_dir(path.parent)
 
 
 def _check_divergence(divergence) -> dict | None:
