@@ -36,10 +36,9 @@ layer), full-batch AdamW (β₂ = 0.98 as in Nanda et al.), probes `Eval` (train
 (‖θ‖) and `Sharpness` (λ_max of the training-loss Hessian, Lanczos). The one-layer transformer of Nanda et al. is
 the same problem with `model="transformer"` (set `BIG = True`; hours on a CPU, minutes on a GPU).
 
-**Run time** on a CPU: quick mode (`WORKBENCH_QUICK=1`: p = 59, 40% of the table, 1200 steps, two runs) took
-116 s on a shared 2-core machine; full mode (p = 97, 40%, 2500 steps, two runs) took 836 s of CPU time for the
-weight-decay run there with the sharpness probed every 50 steps (half of it in the probe); it is now probed every
-125 steps. The last cell prints the time this run took.
+**Run time** on a CPU: full mode (p = 97, 40% of the table, 2500 steps, two runs, the sharpness every 125 steps)
+took 60 s wall (118 s of CPU time, 2 threads) on a 2-core machine at load average 2; quick mode
+(`WORKBENCH_QUICK=1`: p = 59, 1200 steps) took 116 s on the same machine when it was shared and busy. The last cell prints the time this run took.
 """)
 
 code(r"""

@@ -33,8 +33,8 @@ one with ⌈√n⌉ entries ±1/√(⌈√n⌉) per column (Li, Hastie, Church 2
 (Le, Sarlós, Smola 2013; O(n) memory, O(n log n) per product), the two structured ones for models where a dense
 P would not fit.
 
-**Run time** measured on a shared 2-core machine (load average 6–10): full mode 3,697 s (about an hour; idle
-and on more cores, much less), quick mode (`WORKBENCH_QUICK=1`, fewer steps, fewer d values, a smaller MNIST-1D
+**Run time** measured on a 2-core machine: full mode 81 s at load average 2 (3,697 s at load 6–10, where threads
+competing for the cores slow it far more than their share), quick mode (`WORKBENCH_QUICK=1`, fewer steps, fewer d values, a smaller MNIST-1D
 training set) 168–257 s. The last cell prints the time this run took.
 """)
 
