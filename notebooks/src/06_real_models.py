@@ -41,11 +41,11 @@ al.'s full-batch experiments, fewer images on GPUs with less memory); otherwise 
 other cells run unchanged; `device="auto"` puts everything on the GPU when there is one.
 
 **Run time** on a laptop CPU: full mode (ResNet-20 at half width, 68k parameters, 256 training images, 200 GD
-steps, the sharpness every 20 steps, 15 × 15 landscapes) took 150 s wall (290 s of CPU time, 2 threads) on an idle
-2-core machine; quick mode (`WORKBENCH_QUICK=1`: ResNet-8 at half width, 128 images, 60 steps, 11 × 11 grids) took
+steps, the sharpness every 20 steps, 15 × 15 landscapes) took 150 s wall (290 s of CPU time, 2 threads) on a
+2-core machine at load average 2; quick mode (`WORKBENCH_QUICK=1`: ResNet-8 at half width, 128 images, 60 steps, 11 × 11 grids) took
 141 s on a busy one. On a shared machine at load average 10 the full mode took over an hour: threads competing for
-the cores slow these runs far more than their share. On a GPU the full configuration takes seconds to minutes. The
-last cell prints the time this run took.
+the cores slow these runs far more than their share. The last cell prints the
+time this run took.
 """)
 
 code(r"""
