@@ -28,6 +28,9 @@ constant low loss.
 * BatchNorm: the running statistics of the end points are meaningless in between, so for models with BatchNorm
   both paths recompute them at every t (`refresh_bn="auto"`);
 * `directions.plane(a, b, c)`: the plane through three points, where the whole curve lives.
+
+**Run time**: 25 s in full mode on a 2-core CPU (measured, 3000 training and Bezier steps); `WORKBENCH_QUICK=1`
+(400 / 300 steps) is faster still.
 """)
 
 code(r"""
