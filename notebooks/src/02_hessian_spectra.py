@@ -40,8 +40,8 @@ Class/Cross-Class Structure Pervade Deep Learning Spectra*, JMLR 2020.
 mid-training and the end of training, while with cross-entropy C − 1 = 9 stand apart at first and that gap fades
 as the training loss approaches zero and the curvature collapses.
 
-**Run time** on a laptop CPU: about 6 minutes in full mode (measured: 6.3 minutes of one core); about a minute
-with `WORKBENCH_QUICK=1`, which makes everything small.
+**Run time** on a laptop CPU: full mode took 78 s here (2 cores, load average 2; an earlier measurement on a busy
+machine gave 6.3 minutes of one core); `WORKBENCH_QUICK=1` makes everything small and faster still.
 """)
 
 code(r"""

@@ -40,8 +40,8 @@ them; `eigs(H, k, data_subsets=n)` reports the spread over `n` disjoint data sub
 
 **Where it runs.** Fashion-MNIST (Debian's `dataset-fashion-mnist`) when installed, else generated CIFAR-shaped
 images (`data="synthetic"`); on a CUDA GPU the configuration cell picks a full-width ResNet-20 and more images.
-**Run time** on a laptop CPU: full mode (ResNet-20 at half width, 68k parameters, 128 images) ≈ 5 min of CPU time (12 min wall on a busy
-2-core machine);
+**Run time** on a laptop CPU: full mode (ResNet-20 at half width, 68k parameters, 128 images) took 56 s wall here (2 cores, load average 2; 12 min
+wall on a busy 2-core machine);
 quick mode (`WORKBENCH_QUICK=1`: ResNet-8 at quarter width, 128 images) ≈ 1 min of CPU time. The last cell prints the
 time this run took.
 """)

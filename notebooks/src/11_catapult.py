@@ -35,7 +35,7 @@ GD. The lr grid is a multiple of each network's own λ₀, measured with `wb.cur
 `wb.sweep` (a Dask `LocalCluster` in full mode, in-process in quick mode).
 
 **Run time** on a 2-core laptop CPU: full mode (width 512, 256 examples, 300 steps, 2 activations × 3 seeds × 17
-step sizes = 102 runs) ≈ 3–5 minutes; quick mode (`WORKBENCH_QUICK=1`: width 256, 128 examples, 200 steps, one
+step sizes = 102 runs) took 30 s here (load average 2); quick mode (`WORKBENCH_QUICK=1`: width 256, 128 examples, 200 steps, one
 seed, 9 step sizes) ≈ 1 minute.
 """)
 

@@ -36,7 +36,7 @@ the probe computes λ_max(P⁻¹H) as the top eigenvalue of P^{-1/2} H P^{-1/2} 
 (`sharpness_threshold`) and records their ratio (`sharpness_ratio`).
 
 **Run time** on a laptop CPU: full mode (width 200, all 1437 training digits, 1000 steps per run, three runs)
-≈ 4–6 minutes (3.4 min of CPU time measured); quick mode (`WORKBENCH_QUICK=1`: width 64, 200 digits, 500 steps
+took 63 s here (2 cores, load average 2); quick mode (`WORKBENCH_QUICK=1`: width 64, 200 digits, 500 steps
 per run) ≈ 30–60 seconds (20 s of CPU time).
 """)
 

@@ -45,7 +45,7 @@ epoch), from the same initialisation. Probes: `Sharpness` (λ_max of the full tr
 `wb.curvature.hessian_variance` (the operator Σ).
 
 **Run time** on a laptop CPU: full mode (width 64, 500 digits, 3000 steps, batch sizes 8/32/128 and full-batch GD,
-2 seeds) ≈ 2–4 minutes (2.1 min of CPU time measured); quick mode (`WORKBENCH_QUICK=1`: 200 digits, 1000 steps,
+2 seeds) took 24 s here (22 s of CPU time, load average 2); quick mode (`WORKBENCH_QUICK=1`: 200 digits, 1000 steps,
 batch sizes 8/32/128, 1 seed) ≈ 30–60 seconds (27 s of CPU time).
 """)
 
