@@ -201,40 +201,19 @@ def test_init_seed_changes_the_model_not_the_data():
         wb.problems.make("digits-mlp", init_seed=-1)
 
 
-_OLD_RUN = """
-import sys, workbench as wb
-assert wb.__file__.startswith(sys.argv[1]), wb.__file__
-prob = wb.problems.make("digits-mlp", seed=3, width=16, n_train=200)
-run = wb.train(prob, optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, steps=30, progress=False,
-               probes=[wb.probes.Norms(every=5)])
-run.record.to_netcdf(sys.argv[2])
-"""
-
-
-def test_default_init_seed_record_identical_to_the_committed_code(tmp_path):
-    """A run made with the last committed workbench (git HEAD) and one made now are identical in every data
-    variable (wall-clock ones excepted): the default init_seed is the old behaviour."""
-    old = tmp_path / "old"
-    old.mkdir()
-    try:
-        archive = subprocess.run(["git", "-C", ROOT, "archive", "HEAD", "workbench"], capture_output=True,
-                                 check=True).stdout
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"git archive of HEAD not available: {exc}")
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    env = {**os.environ, "PYTHONPATH": str(old)}
-    out = tmp_path / "old.nc"
-    subprocess.run([sys.executable, "-c", _OLD_RUN, str(old), str(out)], env=env, check=True, timeout=300,
-                   cwd=str(tmp_path))
-    import xarray as xr
-    with xr.open_dataset(out) as ds:
-        ref = ds.load()
+def test_default_init_seed_is_the_data_seed(tmp_path):
+    """Without init_seed the model is drawn from the data seed, as before init_seed existed: the record equals one
+    made with init_seed=seed, and the initial parameters are those of the model factory seeded with that seed."""
+    from workbench.problems.base import seeded
     prob = wb.problems.make("digits-mlp", seed=3, width=16, n_train=200)
-    new = wb.train(prob, optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, steps=30, progress=False,
-                   probes=[wb.probes.Norms(every=5)]).record
-    names = [v for v in ref.data_vars if v != "wall_time" and not v.endswith("_seconds")]
-    assert set(names) <= set(new.data_vars) and len(names) >= 6
+    same = wb.problems.make("digits-mlp", seed=3, init_seed=3, width=16, n_train=200)
+    for a, b in zip(prob.model.parameters(), seeded(3, prob.model_factory).parameters()):
+        assert torch.equal(a, b)
+    kw = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, steps=30, progress=False,
+              probes=[wb.probes.Norms(every=5)])
+    r1, r2 = wb.train(prob, **kw).record, wb.train(same, **kw).record
+    names = [v for v in r1.data_vars if v != "wall_time" and not v.endswith("_seconds")]
+    assert len(names) >= 6
     for v in names:
-        np.testing.assert_array_equal(new[v].values, ref[v].values, err_msg=v)
-    old_cfg, new_cfg = json.loads(ref.attrs["config"]), json.loads(new.attrs["config"])
-    assert old_cfg["problem"] == new_cfg["problem"]
+        np.testing.assert_array_equal(r1[v].values, r2[v].values, err_msg=v)
+    assert json.loads(r1.attrs["config"])["problem"] == json.loads(r2.attrs["config"])["problem"]

@@ -38,6 +38,7 @@ TRAIN = dict(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, steps=STEPS,
 
 CHILD = """
 import sys, time, torch
+torch.set_num_threads(int(sys.argv[2]))     # the parent's count: float sums depend on it (1 ulp otherwise)
 import workbench as wb
 prob = wb.problems.make("digits-mlp", width=32, n_train=300)
 def cb(row):
@@ -107,7 +108,8 @@ def _kill_and_resume(tmp_path, reference, n_kills, seed):
     outcomes = []
     for i in range(n_kills):
         path = tmp_path / f"kill{i}" / "run.nc"
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(torch.get_num_threads())],
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         try:
             assert proc.stdout.readline().strip() == "ready"
