@@ -258,16 +258,16 @@ def test_pins_overlay_and_race(dash):
     dash.pin()
     assert len(dash.pins) == 1
     names = [t["name"] for t in dash.loss_pane.object["data"]]
-    assert any(n.startswith("📌") for n in names)
+    assert any(n.startswith("pinned: ") for n in names)
     dash.reset()
-    assert any(t["name"].startswith("📌") for t in dash.loss_pane.object["data"])    # pins survive Reset
+    assert any(t["name"].startswith("pinned: ") for t in dash.loss_pane.object["data"])    # pins survive Reset
     dash.clear_pins()
     assert len(dash.loss_pane.object["data"]) == 1
     p = dash.apply_preset("Rosenbrock race")
     dash._race_thread.join(120)
     drive(dash, until=lambda: len(dash.pins) == len(p["race"]), after_done=True)
     assert [pin["optimizer"] for pin in dash.pins] == [o for o, _ in p["race"]]
-    pinned_paths = [t for t in dash.path_pane.object["data"] if t.get("name", "").startswith("📌")]
+    pinned_paths = [t for t in dash.path_pane.object["data"] if t.get("name", "").startswith("pinned: ")]
     assert len(pinned_paths) == len(p["race"])
 
 

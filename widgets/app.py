@@ -7,7 +7,8 @@ from pathlib import Path
 
 import panel as pn
 
-from .dashboard import Dashboard
+from .dashboard import DEFAULT_PROBES, Dashboard
+from .presets import DEFAULT_PRESET
 
 __all__ = ["serve", "create_app", "check_listen"]
 
@@ -18,6 +19,11 @@ def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: 
     Sessions share the Problem objects, never a model: every run and view works on its own copy."""
     pn.extension("plotly", notifications=True)
     dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb)
+    if not problems:            # the first Run should show something worth seeing (presets stay one click away)
+        dash.apply_preset(DEFAULT_PRESET, race=False)
+        dash.preset_select.value = DEFAULT_PRESET
+        for name, cb in dash.probe_checks.items():     # the probes stay the usual ones for the next problem
+            cb.value = name in DEFAULT_PROBES
     tmpl = pn.template.BootstrapTemplate(title="Optimization-dynamics workbench", sidebar_width=330,
                                          header_background="#1f3a5f")
     tmpl.sidebar.append(dash.layout[0])

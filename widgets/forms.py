@@ -69,10 +69,10 @@ class ParamForm:
             if p.kind == "bool":
                 w = pn.widgets.Checkbox(label=p.name, value=bool(v), css_classes=[f"{css_prefix}-param-{p.name}"])
             elif p.kind == "choice":
-                w = pn.widgets.Select(name=p.name, options=list(p.choices), value=v,
+                w = pn.widgets.Select(label=p.name, options=list(p.choices), value=v,
                                       css_classes=[f"{css_prefix}-param-{p.name}"])
             else:
-                w = pn.widgets.TextInput(name=name, value=format_value(v), placeholder=p.range_text(),
+                w = pn.widgets.TextInput(label=name, value=format_value(v), placeholder=p.range_text(),
                                          css_classes=[f"{css_prefix}-param-{p.name}"])
             w.description = tip
             err = message_pane(["wb-error", f"{css_prefix}-error-{p.name}"], margin=(0, 10))

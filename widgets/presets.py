@@ -1,9 +1,23 @@
 """Presets for classic experiments (a preset fills the controls; ``race`` presets also run and pin a field)."""
 from __future__ import annotations
 
-__all__ = ["PRESETS"]
+__all__ = ["PRESETS", "DEFAULT_PRESET"]
+
+#: What a fresh page (``workbench app``) opens with: a run that visibly moves within its first second.
+DEFAULT_PRESET = "signSGD with momentum walks the Rosenbrock valley"
 
 PRESETS: dict[str, dict] = {
+    DEFAULT_PRESET: {
+        "doc": "signSGD with momentum (Bernstein et al. 2018, Lion's ancestor) moves every coordinate by exactly "
+               "lr = 0.008 a step: it drops into Rosenbrock's curved valley within a few steps (loss ÷6), then "
+               "walks along the valley at constant speed, zig-zagging, to the minimum at (1, 1) (loss ÷2500 by "
+               "step 500). Then try: momentum 0 (it stalls in the valley), switch to adam mid-run, or a preset "
+               "above.",
+        "problem": "rosenbrock", "problem_options": {},
+        "optimizer": "signsgd", "hparams": {"lr": 0.008, "momentum": 0.9},
+        "run": {"steps": 500, "batch_size": None, "seed": 0},
+        "probes": {},
+    },
     "edge of stability (digits, GD, MSE)": {
         "doc": "Cohen et al. 2021: full-batch GD on an MSE-trained MLP; sharpness rises to 2/lr and hovers there "
                "while the loss keeps falling non-monotonically.",

@@ -14,10 +14,14 @@ from .safe import plot_text
 
 __all__ = ["thin", "snapshot_run", "snapshot_record", "loss_figure", "accuracy_figure", "sharpness_figure",
            "eigs_figure", "spectrum_figure", "subspace_figure", "norms_figure", "function_path_figure",
-           "plane_figure", "figures_html", "PIN_COLORS", "event_marks"]
+           "plane_figure", "figures_html", "PIN_COLORS", "PIN_SYMBOLS", "event_marks", "log_ticks", "symlog",
+           "symlog_ticks", "needs_symlog", "blowup_after_swap"]
 
 MAX_POINTS = 1500
 PIN_COLORS = ["#7f7f7f", "#bcbd22", "#17becf", "#8c564b", "#e377c2", "#9467bd", "#2ca02c", "#d62728"]
+PIN_SYMBOLS = ["circle-open", "square-open", "diamond-open", "triangle-up-open", "x-thin-open", "cross-thin-open",
+               "star-open", "hexagon-open"]
+PIN_PREFIX = "pinned: "      # plain text (an emoji pin rendered as an empty box where the font lacks it)
 _TEMPLATE = None
 
 
@@ -107,7 +111,9 @@ class RunTracker:
         return snap
 
 
-_AXIS = {"gridcolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "linecolor": "#444", "automargin": True}
+# exponentformat "power": 2×10⁻⁶, never SI prefixes ("2µ", "10n") on any axis
+_AXIS = {"gridcolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "linecolor": "#444", "automargin": True,
+         "exponentformat": "power"}
 
 
 def plotly_template() -> dict:
@@ -190,6 +196,95 @@ def _layout(title, ytitle, log=False, xtitle="step"):
             "legend": {"orientation": "h", "y": -0.22}, "uirevision": "keep", "shapes": [], "annotations": []}
 
 
+def _sup(k: int) -> str:
+    return f"10<sup>{'−' if k < 0 else ''}{abs(k)}</sup>"
+
+
+def log_ticks(*series, max_ticks: int = 8) -> dict:
+    """Tick settings for a log axis over the positive finite values of ``series``: powers of ten written as
+    10<sup>k</sup> (every n-th decade when there are many), or 1-2-5 steps within a short range written as
+    2×10<sup>k</sup>; never bare minor digits or SI prefixes ("10n"). Empty when there is nothing positive."""
+    vals = [np.asarray(a, dtype=float).ravel() for a in series if a is not None and len(a)]
+    vals = np.concatenate(vals) if vals else np.array([])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    out = {"exponentformat": "power", "showexponent": "all", "minor": {"showgrid": False}}
+    if not vals.size:
+        return out
+    lo, hi = float(np.log10(vals.min())), float(np.log10(vals.max()))
+    k0, k1 = int(np.floor(lo)), int(np.ceil(hi))
+    decades = [k for k in range(k0, k1 + 1) if lo - 1e-9 <= k <= hi + 1e-9]
+    if len(decades) >= 2:
+        step = max(1, int(np.ceil(len(range(k0, k1 + 1)) / max_ticks)))
+        ks = [k for k in range(k0, k1 + 1) if k % step == 0]
+        vals_t = [10.0 ** k for k in ks]
+        text = [_sup(k) for k in ks]
+    else:
+        vals_t, text = [], []
+        for k in range(k0 - 1, k1 + 1):
+            for m in (1, 2, 5):
+                v = m * 10.0 ** k
+                if 10 ** lo / 1.5 <= v <= 10 ** hi * 1.5:
+                    vals_t.append(v)
+                    text.append(_sup(k) if m == 1 else f"{m}×{_sup(k)}")
+    out.update({"tickmode": "array", "tickvals": vals_t, "ticktext": text})
+    return out
+
+
+def needs_symlog(*series) -> bool:
+    """True when the values go negative and their magnitudes reach more than 6 decades above where the curves
+    start (an unbounded loss, e.g. the saddle running off to -1e29): a linear axis would flatten every other
+    curve. (Measured from the starting values, so a loss that merely crosses zero does not count.)"""
+    vals = [np.asarray(a, dtype=float).ravel() for a in series if a is not None and len(a)]
+    vals = [v[np.isfinite(v)] for v in vals]
+    vals = [v for v in vals if v.size]
+    if not vals:
+        return False
+    v = np.concatenate(vals)
+    if not (v < 0).any():
+        return False
+    starts = np.array([abs(x[0]) for x in vals if x[0] != 0])
+    nz = np.abs(v[v != 0])
+    if not nz.size:
+        return False
+    ref = float(np.median(starts)) if starts.size else float(nz.min())
+    return float(np.log10(nz.max()) - np.log10(ref)) > 6
+
+
+def symlog(y):
+    """sign(y)·log10(1 + |y|): a symmetric-log transform (monotone; 0 stays 0; ±10^k maps near ±k)."""
+    y = np.asarray(y, dtype=float)
+    return np.sign(y) * np.log10(1.0 + np.abs(y))
+
+
+def symlog_ticks(*series) -> dict:
+    """Tick values (in symlog units) and labels (the loss values: −10<sup>k</sup>, 0, 10<sup>k</sup>)."""
+    vals = np.concatenate([np.asarray(a, dtype=float).ravel() for a in series if a is not None and len(a)])
+    vals = vals[np.isfinite(vals)]
+    top = int(np.ceil(np.log10(1.0 + np.abs(vals).max()))) if vals.size else 1
+    step = max(1, int(np.ceil(top / 6)))
+    ks = list(range(step, top + 1, step))
+    tv, tt = [0.0], ["0"]
+    if (vals > 0).any():
+        tv += [float(np.log10(1 + 10.0 ** k)) for k in ks if 10.0 ** (k - step) <= vals.max() or k == ks[0]]
+        tt += [_sup(k) for k in ks if 10.0 ** (k - step) <= vals.max() or k == ks[0]]
+    if (vals < 0).any():
+        neg = [k for k in ks if 10.0 ** (k - step) <= -vals.min() or k == ks[0]]
+        tv = [-float(np.log10(1 + 10.0 ** k)) for k in reversed(neg)] + tv
+        tt = ["−" + _sup(k) for k in reversed(neg)] + tt
+    return {"tickmode": "array", "tickvals": tv, "ticktext": tt}
+
+
+def _pin_line(x, y, name, i, width=2.5):
+    """A pinned run's line: its own colour, dashed, with sparse open markers of its own symbol, so a pin that
+    coincides with the live run (drawn after it, on top) still shows."""
+    x, y = thin(x, y)
+    return {"type": "scatter", "x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float),
+            "mode": "lines+markers", "name": plot_text(PIN_PREFIX + name),
+            "line": {"width": width, "dash": "dash", "color": PIN_COLORS[i % len(PIN_COLORS)]},
+            "marker": {"symbol": PIN_SYMBOLS[i % len(PIN_SYMBOLS)], "size": 8, "maxdisplayed": 25,
+                       "color": PIN_COLORS[i % len(PIN_COLORS)]}}
+
+
 def _line(x, y, name, color=None, dash=None, width=2, mode="lines", thin_it=True):
     if thin_it:
         x, y = thin(x, y)
@@ -205,8 +300,9 @@ def _line(x, y, name, color=None, dash=None, width=2, mode="lines", thin_it=True
     return tr
 
 
-def event_marks(snap, layout, color="#555"):
-    """Vertical dotted lines at every hot swap (annotated with what changed) and a red one where it diverged."""
+def event_marks(snap, layout, color="#555", prefix=""):
+    """Vertical dotted lines at every hot swap (annotated with what changed) and a red one where it diverged
+    (``color``/``prefix``: a pinned run's marks, in its colour and named after it)."""
     for ev in snap.get("events", []):
         s = ev.get("step", 0)
         changed = ev.get("changed") or []
@@ -214,11 +310,13 @@ def event_marks(snap, layout, color="#555"):
         if changed and len(changed) <= 2:
             what += " " + ", ".join(f"{k}={_fmt(ev.get('hparams', {}).get(k))}" for k in changed)
         layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": s, "x1": s, "y0": 0, "y1": 1,
-                                 "line": {"dash": "dot", "color": color, "width": 1.5}, "name": "swap"})
-        layout["annotations"].append({"x": s, "xref": "x", "y": 1, "yref": "paper", "text": plot_text(f"↦ {what.strip()}"),
+                                 "line": {"dash": "dot", "color": color, "width": 1.5},
+                                 "name": "swap" if not prefix else "pin swap"})
+        layout["annotations"].append({"x": s, "xref": "x", "y": 1 if not prefix else 0.86, "yref": "paper",
+                                      "text": plot_text(f"{prefix}↦ {what.strip()}"),
                                       "showarrow": False, "xanchor": "left", "yanchor": "top",
                                       "font": {"size": 10, "color": color}})
-    if snap.get("diverged_at") is not None:
+    if snap.get("diverged_at") is not None and not prefix:
         s = snap["diverged_at"]
         layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": s, "x1": s, "y0": 0, "y1": 1,
                                  "line": {"color": "#d62728", "width": 2}, "name": "diverged"})
@@ -230,6 +328,44 @@ def event_marks(snap, layout, color="#555"):
 
 def _fmt(v):
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def blowup_after_swap(snap, factor: float = 10.0):
+    """``(event, factor)`` when the loss blew up after a hot swap: the largest loss after the (latest such) swap
+    is over ``factor`` times the loss at the swap (and not merely round-off near zero: also above 1e-4 of the
+    first loss), or it went non-finite / the run diverged after it; else None."""
+    loss = np.asarray(snap.get("loss", []), dtype=float)
+    n = len(loss)
+    for ev in reversed(snap.get("events") or []):
+        s = int(ev.get("step", 0) or 0)
+        if not 0 < s < n:
+            continue
+        before = loss[max(0, s - 3):s]
+        before = before[np.isfinite(before)]
+        if not before.size:
+            continue
+        at = float(np.abs(before).max())
+        after = loss[s:]
+        div = snap.get("diverged_at")
+        if (div is not None and div >= s) or not np.isfinite(after).all():
+            return ev, float("inf")
+        peak = float(np.abs(after).max())
+        ref = abs(float(loss[0])) if np.isfinite(loss[0]) else 0.0
+        if peak > factor * at and peak > at + 1e-4 * ref:
+            return ev, peak / max(at, 1e-300)
+    return None
+
+
+def _pin_marks(pins, layout):
+    """Each pinned run's own hot swaps, dotted in the pin's colour."""
+    for i, pin in enumerate(pins):
+        if pin.get("events"):
+            event_marks(pin, layout, color=PIN_COLORS[i % len(PIN_COLORS)], prefix=f"{PIN_PREFIX}{pin['label']} ")
+    return layout
+
+
+def _finish(snap, pins, layout, data):
+    return {"data": data, "layout": _pin_marks(pins, event_marks(snap, layout))}
 
 
 def _probe(snap, key):
@@ -254,11 +390,19 @@ def loss_figure(snap=None, pins=()):
             data.append(_line(p[0], p[1], name, color=color, mode="lines+markers"))
             series.append(p[1])
     for i, pin in enumerate(pins):
-        data.append(_line(pin["step"], pin["loss"], f"📌 {pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)],
-                          dash="dash"))
+        data.append(_pin_line(pin["step"], pin["loss"], pin["label"], i))
         series.append(pin["loss"])
-    layout = _layout("loss", "loss", log=_positive(*series))
-    return {"data": data, "layout": event_marks(snap, layout)}
+    log = _positive(*series)
+    layout = _layout("loss", "loss", log=log)
+    if log:
+        layout["yaxis"].update(log_ticks(*series))
+    elif needs_symlog(*series):
+        # an unbounded loss (e.g. -1e29 on the saddle) would flatten every other curve on a linear axis
+        for tr in data:
+            tr["y"] = symlog(tr["y"])
+        layout["yaxis"]["title"]["text"] = "loss (symmetric log axis: sign·log10(1+|loss|))"
+        layout["yaxis"].update(symlog_ticks(*series))
+    return _finish(snap, pins, layout, data)
 
 
 def _pin_lines(pins, key, fallback=None, prefix=""):
@@ -267,8 +411,7 @@ def _pin_lines(pins, key, fallback=None, prefix=""):
     for i, pin in enumerate(pins):
         p = _probe(pin, key) or (_probe(pin, fallback) if fallback else None)
         if p is not None:
-            out.append(_line(p[0], p[1], f"📌 {prefix}{pin['label']}", color=PIN_COLORS[i % len(PIN_COLORS)],
-                             dash="dash"))
+            out.append(_pin_line(p[0], p[1], f"{prefix}{pin['label']}", i))
     return out
 
 
@@ -283,7 +426,7 @@ def accuracy_figure(snap, pins=()):
     if not data:
         return None
     layout = _layout("accuracy (Eval probe)", "accuracy")
-    return {"data": data, "layout": event_marks(snap, layout)}
+    return _finish(snap, pins, layout, data)
 
 
 def sharpness_figure(snap, pins=()):
@@ -316,10 +459,15 @@ def sharpness_figure(snap, pins=()):
             label = f"batch {sizes[j]}" if j < len(sizes) else f"#{j}"
             data.append(_line(bm[0], bm[1][:, j], f"mini-batch λ_max, {label}", dash="dot", width=1))
     data += _pin_lines(pins, "sharpness")
+    for i, pin in enumerate(pins):          # each pinned run keeps its own threshold (its lr, its optimizer)
+        thr = _probe(pin, "sharpness_threshold")
+        if thr is not None and np.isfinite(thr[1]).any():
+            data.append(_line(thr[0], thr[1], f"{PIN_PREFIX}threshold, {pin['label']}",
+                              color=PIN_COLORS[i % len(PIN_COLORS)], dash="dot", width=1.5))
     if not data:
         return None
     layout = _layout("sharpness vs stability threshold", "eigenvalue")
-    return {"data": data, "layout": event_marks(snap, layout)}
+    return _finish(snap, pins, layout, data)
 
 
 def eigs_figure(snap, pins=()):
@@ -337,7 +485,8 @@ def eigs_figure(snap, pins=()):
         return None
     layout = _layout("Hessian top-k eigenvalues", "eigenvalue")
     if tr is not None:
-        layout["yaxis2"] = {"title": {"text": "trace"}, "overlaying": "y", "side": "right", "showgrid": False}
+        layout["yaxis2"] = {"title": {"text": "trace"}, "overlaying": "y", "side": "right", "showgrid": False,
+                            "exponentformat": "power"}
     return {"data": data, "layout": event_marks(snap, layout)}
 
 
@@ -359,6 +508,7 @@ def spectrum_figure(snap, pins=()):
                      "line": {"width": 2.5 if last else 1, "color": "#1f77b4" if last else None},
                      "opacity": 1.0 if last else 0.45})
     layout = _layout("Hessian spectral density (SLQ)", "density", log=True, xtitle="eigenvalue")
+    layout["yaxis"].update(log_ticks(*[d["y"] for d in data]))
     return {"data": data, "layout": layout}
 
 
@@ -376,21 +526,38 @@ def subspace_figure(snap, pins=()):
         return None
     layout = _layout("gradient in the top-k Hessian subspace", "fraction")
     layout["yaxis"]["range"] = [-0.02, 1.02]
-    return {"data": data, "layout": event_marks(snap, layout)}
+    return _finish(snap, pins, layout, data)
 
 
 def norms_figure(snap, pins=()):
-    data = []
-    for key, name, color in (("weight_norm", "‖θ‖", "#1f77b4"), ("distance_from_init", "‖θ − θ₀‖", "#ff7f0e"),
-                             ("update_norm", "‖Δθ‖ (update)", "#2ca02c")):
+    """‖θ‖ and ‖θ − θ₀‖ on the left axis; the update norm ‖Δθ‖ (orders of magnitude smaller) on its own right
+    axis, so it is not flat at zero."""
+    left, right = [], []
+    for key, name, color in (("weight_norm", "‖θ‖", "#1f77b4"), ("distance_from_init", "‖θ − θ₀‖", "#ff7f0e")):
         p = _probe(snap, key)
         if p is not None and np.isfinite(p[1]).any():
-            data.append(_line(p[0], p[1], name, color=color))
-    data += _pin_lines(pins, "update_norm", prefix="‖Δθ‖ ")
-    if not data:
+            left.append(_line(p[0], p[1], name, color=color))
+    p = _probe(snap, "update_norm")
+    if p is not None and np.isfinite(p[1]).any():
+        right.append(_line(p[0], p[1], "‖Δθ‖ (update, right axis)", color="#2ca02c"))
+    right += _pin_lines(pins, "update_norm", prefix="‖Δθ‖ ")
+    if not left and not right:
         return None
-    layout = _layout("weight and update norms", "norm", log=_positive(*[d["y"] for d in data]))
-    return {"data": data, "layout": event_marks(snap, layout)}
+    for tr in right:
+        tr["yaxis"] = "y2"
+    ly = [d["y"] for d in left]
+    ry = [d["y"] for d in right]
+    layout = _layout("weight and update norms", "norm", log=bool(ly) and _positive(*ly))
+    if layout["yaxis"]["type"] == "log":
+        layout["yaxis"].update(log_ticks(*ly))
+    if right:
+        rlog = _positive(*ry)
+        layout["yaxis2"] = {"title": {"text": "update norm ‖Δθ‖"}, "overlaying": "y", "side": "right",
+                            "exponentformat": "power",
+                            "showgrid": False, "type": "log" if rlog else "linear", "automargin": True,
+                            **(log_ticks(*ry) if rlog else {})}
+        layout["margin"] = {**layout["margin"], "r": 55}
+    return _finish(snap, pins, layout, left + right)
 
 
 def function_path_figure(background: dict, points, events=(), steps=None, pins=()):
@@ -401,8 +568,10 @@ def function_path_figure(background: dict, points, events=(), steps=None, pins=(
         pts = pin.get("path")
         if pts is not None and len(pts):
             fig["data"].append({"type": "scatter", "x": pts[:, 0].copy(), "y": pts[:, 1].copy(),
-                                "mode": "lines", "name": plot_text(f"📌 {pin['label']}"),
-                                "line": {"color": PIN_COLORS[i % len(PIN_COLORS)], "width": 2, "dash": "dash"}})
+                                "mode": "lines+markers", "name": plot_text(f"{PIN_PREFIX}{pin['label']}"),
+                                "line": {"color": PIN_COLORS[i % len(PIN_COLORS)], "width": 2.5, "dash": "dash"},
+                                "marker": {"symbol": PIN_SYMBOLS[i % len(PIN_SYMBOLS)], "size": 8,
+                                           "maxdisplayed": 25, "color": PIN_COLORS[i % len(PIN_COLORS)]}})
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     if steps is not None and len(events):
         steps = np.asarray(steps)
@@ -466,6 +635,14 @@ def plane_figure(surf, paths, explained=None, title="loss on the PCA plane of th
         color = "#ff4136" if i == len(paths) - 1 else PIN_COLORS[i % len(PIN_COLORS)]
         data.append({"type": "scatter", "x": xy[:, 0].copy(), "y": xy[:, 1].copy(), "mode": "lines+markers",
                      "name": plot_text(label), "line": {"color": color, "width": 2}, "marker": {"size": 4}})
+    if paths and len(paths[-1][1]):         # where the (live) path starts and ends, labelled (drawn under the
+        xy = np.asarray(paths[-1][1], dtype=float)      # paths: the live path stays the last trace)
+        data.insert(1 if surf is not None else 0, {"type": "scatter", "x": [float(xy[0, 0]), float(xy[-1, 0])],
+                     "y": [float(xy[0, 1]), float(xy[-1, 1])], "mode": "markers+text", "name": "start / end",
+                     "text": ["start", "end"], "textposition": ["top center", "bottom center"],
+                     "textfont": {"color": "white", "size": 12},
+                     "marker": {"symbol": ["circle", "square"], "size": 12, "color": ["#2ca02c", "#d62728"],
+                                "line": {"color": "white", "width": 1.5}}})
     ev = "" if not explained else f" (explained variance {', '.join(f'{e:.0%}' for e in explained[:2])})"
     layout = _layout(title + ev, "PC 2", xtitle="PC 1")
     return {"data": data, "layout": layout}

@@ -18,7 +18,7 @@ import torch
 
 from ..params import Param, validate_params
 
-__all__ = ["OptimizerSpec", "register", "list", "schema", "make", "spec", "lr_param"]
+__all__ = ["OptimizerSpec", "register", "list", "schema", "make", "spec", "lr_param", "typical_lr", "TYPICAL_LR"]
 
 
 def lr_param(default: float, low: float = 0.0, high: float = 100.0) -> Param:
@@ -104,6 +104,37 @@ def make(name: str, params: Iterable, **hparams: Any) -> torch.optim.Optimizer:
     opt.workbench_spec = s
     opt.workbench_hparams = values
     return opt
+
+
+# -- typical learning rates (the dashboard warns when a hot swap carries an lr outside them) -------------------
+#: (low, high) learning rates an optimizer is usually run with (rules of thumb from the papers and library
+#: defaults, not hard bounds: the schema's bounds are what is *valid*). Adam family 1e-5..1e-2; plain/momentum SGD
+#: 1e-4..1; sign methods (Lion, signSGD: a step of lr per coordinate) 1e-5..1e-2; learning-rate-free methods
+#: (Prodigy, D-Adaptation, DoG) near 1.
+TYPICAL_LR: dict[str, tuple[float, float]] = {
+    **{n: (1e-5, 1e-2) for n in ("adam", "adamw", "radam", "nadam", "adamp", "adopt", "ademamix", "adabelief",
+                                 "diffgrad", "adan", "lamb", "galore", "adafactor", "rmsprop", "soap", "shampoo",
+                                 "schedulefree_adamw")},
+    **{n: (1e-4, 1.0) for n in ("gd", "sgd", "sgdp", "lars", "ngd", "noisy", "zo_sgd", "lookahead", "sam", "asam",
+                                "adagrad", "madgrad", "sophia", "adahessian", "muon")},
+    **{n: (1e-5, 1e-2) for n in ("lion", "signsgd")},
+    **{n: (0.1, 10.0) for n in ("prodigy", "dadapt_adam", "dadapt_sgd", "dog", "schedulefree_sgd", "lbfgs")},
+}
+
+
+def typical_lr(name: str) -> tuple[float, float] | None:
+    """The (low, high) learning rates optimizer ``name`` is usually run with: ``spec.extra["typical_lr"]`` if
+    declared, else :data:`TYPICAL_LR`, else two decades below to one above the schema's default lr (None when the
+    optimizer has no lr). ValueError for an unknown optimizer."""
+    s = spec(name)
+    if "typical_lr" in s.extra:
+        return tuple(s.extra["typical_lr"])
+    if name in TYPICAL_LR:
+        return TYPICAL_LR[name]
+    lr = next((p for p in s.hparams if p.name == "lr"), None)
+    if lr is None or not isinstance(lr.default, (int, float)) or lr.default <= 0:
+        return None
+    return (lr.default / 100.0, lr.default * 10.0)
 
 
 # -- additive hooks used by the run loop (issue 7) -------------------------------------------------------------
