@@ -240,18 +240,18 @@ class Dashboard(pn.viewable.Viewer):
         self._t_start = time.perf_counter()
 
         # -- controls ---------------------------------------------------------------------------------------
-        self.preset_select = pn.widgets.Select(name="preset", options=["(none)"] + list(PRESETS),
+        self.preset_select = pn.widgets.Select(label="preset", options=["(none)"] + list(PRESETS),
                                                value="(none)", css_classes=["wb-preset"])
         self.preset_button = pn.widgets.Button(label="Apply preset", css_classes=["wb-apply-preset"])
         self.preset_doc = pn.pane.Markdown("", css_classes=["wb-preset-doc"], styles={"font-size": "12px"})
-        self.problem_select = pn.widgets.Select(name="problem", options=self._problem_options(), value=problem,
+        self.problem_select = pn.widgets.Select(label="problem", options=self._problem_options(), value=problem,
                                                 css_classes=["wb-problem"])
         self.problem_note = pn.pane.HTML("", visible=False, css_classes=["wb-problem-note"],
                                          styles={"font-size": "12px"}, sizing_mode="stretch_width")
-        self.device_select = pn.widgets.Select(name="device", options=device_options(), value="auto",
+        self.device_select = pn.widgets.Select(label="device", options=device_options(), value="auto",
                                                css_classes=["wb-device"])
         self.device_error = message_pane(["wb-error", "wb-device-error"])
-        self.optimizer_select = pn.widgets.Select(name="optimizer", options=wb.optimizers.list(), value=optimizer,
+        self.optimizer_select = pn.widgets.Select(label="optimizer", options=wb.optimizers.list(), value=optimizer,
                                                   css_classes=["wb-optimizer"])
         self.problem_box = pn.Column(sizing_mode="stretch_width", margin=0)
         self.hparam_box = pn.Column(sizing_mode="stretch_width", margin=0)
@@ -266,21 +266,21 @@ class Dashboard(pn.viewable.Viewer):
             self.probe_checks[name] = cb
             self.probe_forms[name] = form
             probe_rows += [cb, form.layout]
-        self.run_button = pn.widgets.Button(label="Run", button_type="primary", css_classes=["wb-run"], width=60)
+        self.run_button = pn.widgets.Button(label="Run", color="primary", css_classes=["wb-run"], width=60)
         self.pause_button = pn.widgets.Button(label="Pause", css_classes=["wb-pause"], disabled=True, width=70)
         self.step_button = pn.widgets.Button(label="Step", css_classes=["wb-step"], width=60)
-        self.stop_button = pn.widgets.Button(label="Stop", button_type="warning", css_classes=["wb-stop"],
+        self.stop_button = pn.widgets.Button(label="Stop", color="warning", css_classes=["wb-stop"],
                                              disabled=True, width=60)
         self.reset_button = pn.widgets.Button(label="Reset", css_classes=["wb-reset"], width=60)
         self.pin_button = pn.widgets.Button(label="Pin run", css_classes=["wb-pin"], width=90)
         self.clear_pins_button = pn.widgets.Button(label="Clear pins", css_classes=["wb-clear-pins"], width=90)
         self.pins_text = message_pane(["wb-pins"], color=None, visible=True)
-        self.export_name = pn.widgets.TextInput(name="file name (in the results folder)", placeholder="auto",
+        self.export_name = pn.widgets.TextInput(label="file name (in the results folder)", placeholder="auto",
                                                 css_classes=["wb-export-name"])
         self.export_button = pn.widgets.Button(label="Export .nc + .html", css_classes=["wb-export"])
         self.export_png = pn.widgets.Checkbox(label="also PNG (kaleido; slow, in the background)",
                                               css_classes=["wb-export-png"], disabled=not _has_kaleido())
-        self.load_select = pn.widgets.Select(name="saved records", options=list_records(self.results_dir),
+        self.load_select = pn.widgets.Select(label="saved records", options=list_records(self.results_dir),
                                              css_classes=["wb-load-select"])
         self.load_button = pn.widgets.Button(label="Load", css_classes=["wb-load"], width=70)
         self.refresh_button = pn.widgets.Button(label="↻", css_classes=["wb-refresh"], width=40)
@@ -349,7 +349,15 @@ class Dashboard(pn.viewable.Viewer):
                                                                             margin=0), margin=0), margin=0),
             self.file_status, self.file_error, width=310, css_classes=["wb-controls"])
         views = pn.Column(self.status, *self.panes.values(), sizing_mode="stretch_width")
-        self.layout = pn.Row(controls, views, sizing_mode="stretch_width")
+        # the Sweep and Runs views are tabs beside the Train view (they use the controls on the left)
+        from .runs_view import RunsView
+        from .sweep_view import SweepView
+        self.sweep_view = SweepView(self)
+        self.runs_view = RunsView(self)
+        self.tabs = pn.Tabs(("Train", views), ("Sweep", self.sweep_view.layout), ("Runs", self.runs_view.layout),
+                            dynamic=False, sizing_mode="stretch_width", css_classes=["wb-tabs"])
+        self.tabs.param.watch(lambda e: self.runs_view.refresh() if e.new == 2 else None, "active")
+        self.layout = pn.Row(controls, self.tabs, sizing_mode="stretch_width")
 
     def __panel__(self):
         return self.layout
@@ -580,11 +588,24 @@ class Dashboard(pn.viewable.Viewer):
         self._build_hparam_form(values=keep)
         if self._live():
             try:
-                self.run.hot_swap(optimizer=self.optimizer_select.value, **self.hparam_form.values())
-                self._show_error("")
+                hp = self.hparam_form.values()
+                self.run.hot_swap(optimizer=self.optimizer_select.value, **hp)
+                self._show_error(self._swap_lr_warning(self.optimizer_select.value, hp.get("lr")))
             except ValueError as exc:
                 if not self.hparam_form.route_error(str(exc)):
                     self._show_error(str(exc))
+
+    @staticmethod
+    def _swap_lr_warning(optimizer, lr) -> str:
+        """A warning when a hot swap carried an lr outside ``optimizer``'s typical range (registry.typical_lr)."""
+        from workbench.optim.registry import typical_lr
+        rng = typical_lr(optimizer) if isinstance(lr, (int, float)) else None
+        if rng is None or rng[0] <= lr <= rng[1]:
+            return ""
+        return (f"Warning: the swap carried lr={lr:.3g} into {optimizer}, outside its usual range "
+                f"{rng[0]:.0e}..{rng[1]:.0e}; it may blow up — set a smaller lr." if lr > rng[1] else
+                f"Warning: the swap carried lr={lr:.3g} into {optimizer}, below its usual range "
+                f"{rng[0]:.0e}..{rng[1]:.0e}; it may barely move.")
 
     # -- presets -------------------------------------------------------------------------------------------
     def apply_preset(self, name: str, race: bool = True):
@@ -986,6 +1007,35 @@ class Dashboard(pn.viewable.Viewer):
         self.file_status.object = escape(f"Loaded {path.name}.")
         return ds
 
+    def view_record(self, ds, name: str):
+        """View a record already in memory (e.g. a sweep cell opened from the Sweep view) as ``load`` does."""
+        self._file_error("")
+        try:
+            snap = V.snapshot_record(ds, label=f"{ds.attrs.get('optimizer', '?')} ({name})")
+        except (ValueError, KeyError) as exc:
+            self._file_error(str(exc))
+            return None
+        self.stop()
+        self.run = None
+        self._gate = None
+        self.loaded = ds
+        self._loaded_label = snap["label"]
+        self._set_buttons(live=False)
+        self._clear_views()
+        self._problem_obj = None
+        try:
+            cfg = wb.records.config(ds).get("problem", {})
+            self._problem_obj = wb.problems.make(cfg["name"], seed=cfg.get("seed", 0), **cfg.get("options", {}))
+        except Exception:
+            self._problem_obj = None
+        if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
+            snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
+        self._render(snap, heavy=True, loaded=ds)
+        self.status.object = (Markup("Viewing <b>") + escape(name) + Markup("</b> · ")
+                              + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} · "
+                                       f"{len(snap['step'])} steps" + self._events_text(snap)))
+        return ds
+
     def figures(self) -> dict[str, dict]:
         """The figures currently shown (plain plotly dicts), by view name."""
         out = {}
@@ -1087,6 +1137,14 @@ class Dashboard(pn.viewable.Viewer):
         text = Markup(f"<b>{escape(status)}</b> on {escape(str(run.device))} · ") + escape(
             f"step {n} / {run.steps} · loss {last:.5g} · {run.optimizer_name} · {elapsed:.2f} s"
             + self._events_text(snap))
+        blew = V.blowup_after_swap(snap)
+        if blew is not None:
+            ev, f = blew
+            what = "diverged" if f == float("inf") else f"loss ×{f:.3g}"
+            text += escape(f" · blew up after the swap to {ev.get('optimizer')} at step {ev.get('step')} ({what})")
+            if run.done and run.status != "diverged":
+                self._show_error(f"The loss blew up after the swap to {ev.get('optimizer')} at step "
+                                 f"{ev.get('step')} ({what}); try a smaller lr for it.")
         if run.status == "diverged":
             text += escape(f" · diverged at step {run.diverged_at}")
             msg = (f"The run diverged at step {run.diverged_at} (loss {last:.3g}); try a smaller learning rate. "
