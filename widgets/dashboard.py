@@ -967,21 +967,10 @@ class Dashboard(pn.viewable.Viewer):
         self._ensure_polling()
         return self.png_thread
 
-    def load(self, name: str | None):
-        """View a saved record (``<results>/<name>.nc``) again; it can be pinned like a run."""
-        self._file_error("")
-        if not name:
-            self._file_error("No saved record selected.")
-            return None
-        try:
-            path = safe_path(self.results_dir, name, ".nc")
-            if not path.is_file():
-                raise ValueError(f"no saved record named {name!r} in the results folder")
-            ds = wb.load(path)
-            snap = V.snapshot_record(ds, label=f"{ds.attrs.get('optimizer', '?')} ({path.stem})")
-        except (ValueError, OSError, KeyError) as exc:
-            self._file_error(str(exc))
-            return None
+    def _show_record(self, ds, snap: dict) -> None:
+        """Stop any run and show record ``ds`` (its snapshot ``snap``) in the Train view; used by ``load`` (a file)
+        and ``view_record`` (a record in memory, e.g. a sweep cell). The problem is rebuilt from the record's config
+        (one of the app's own problems when it matches) so that 2D functions show their path."""
         self.stop()
         self.run = None
         self._gate = None
@@ -1000,6 +989,23 @@ class Dashboard(pn.viewable.Viewer):
         if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
             snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
         self._render(snap, heavy=True, loaded=ds)
+
+    def load(self, name: str | None):
+        """View a saved record (``<results>/<name>.nc``) again; it can be pinned like a run."""
+        self._file_error("")
+        if not name:
+            self._file_error("No saved record selected.")
+            return None
+        try:
+            path = safe_path(self.results_dir, name, ".nc")
+            if not path.is_file():
+                raise ValueError(f"no saved record named {name!r} in the results folder")
+            ds = wb.load(path)
+            snap = V.snapshot_record(ds, label=f"{ds.attrs.get('optimizer', '?')} ({path.stem})")
+        except (ValueError, OSError, KeyError) as exc:
+            self._file_error(str(exc))
+            return None
+        self._show_record(ds, snap)
         self.status.object = (Markup(f"Viewing saved record <b>{escape(path.stem)}</b> · ")
                               + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} on "
                                        f"{ds.attrs.get('device', '?')} · "
@@ -1015,22 +1021,7 @@ class Dashboard(pn.viewable.Viewer):
         except (ValueError, KeyError) as exc:
             self._file_error(str(exc))
             return None
-        self.stop()
-        self.run = None
-        self._gate = None
-        self.loaded = ds
-        self._loaded_label = snap["label"]
-        self._set_buttons(live=False)
-        self._clear_views()
-        self._problem_obj = None
-        try:
-            cfg = wb.records.config(ds).get("problem", {})
-            self._problem_obj = wb.problems.make(cfg["name"], seed=cfg.get("seed", 0), **cfg.get("options", {}))
-        except Exception:
-            self._problem_obj = None
-        if self._problem_obj is not None and self._problem_obj.kind == "function" and "trajectory" in ds:
-            snap["path"] = np.asarray(ds["trajectory"].values, dtype=float)
-        self._render(snap, heavy=True, loaded=ds)
+        self._show_record(ds, snap)
         self.status.object = (Markup("Viewing <b>") + escape(name) + Markup("</b> · ")
                               + escape(f"{snap['problem']} · {snap['optimizer']} · {snap['status']} · "
                                        f"{len(snap['step'])} steps" + self._events_text(snap)))
