@@ -330,34 +330,14 @@ class Dashboard(pn.viewable.Viewer):
         if device != "auto":
             self.set_device(device)
 
-        card = dict(collapsed=True, sizing_mode="stretch_width")
-        controls = pn.Column(
-            "### Preset", self.preset_select, self.preset_button, self.preset_doc,
-            "### Problem", self.problem_select, self.problem_note,
-            pn.Card(self.problem_box, title="problem options", **card),
-            "### Optimizer", self.optimizer_select, self.hparam_box,
-            pn.Card(self.schedule_form.layout, title="lr schedule", **card),
-            "### Run", self.device_select, self.device_error, self.run_form.layout,
-            pn.Card(pn.Column(*probe_rows, sizing_mode="stretch_width"), title="probes (what to measure, how often)",
-                    **card),
-            pn.Row(self.run_button, self.pause_button, self.step_button, margin=0),
-            pn.Row(self.stop_button, self.reset_button, margin=0),
-            self.error,
-            "### Compare", pn.Row(self.pin_button, self.clear_pins_button, margin=0), self.pins_text,
-            "### Files", self.export_name, self.export_button, self.export_png,
-            pn.Row(self.load_select, pn.Column(pn.Spacer(height=18), pn.Row(self.load_button, self.refresh_button,
-                                                                            margin=0), margin=0), margin=0),
-            self.file_status, self.file_error, width=310, css_classes=["wb-controls"])
-        views = pn.Column(self.status, *self.panes.values(), sizing_mode="stretch_width")
-        # the Sweep and Runs views are tabs beside the Train view (they use the controls on the left)
-        from .runs_view import RunsView
-        from .sweep_view import SweepView
-        self.sweep_view = SweepView(self)
-        self.runs_view = RunsView(self)
-        self.tabs = pn.Tabs(("Train", views), ("Sweep", self.sweep_view.layout), ("Runs", self.runs_view.layout),
-                            dynamic=False, sizing_mode="stretch_width", css_classes=["wb-tabs"])
-        self.tabs.param.watch(lambda e: self.runs_view.refresh() if e.new == 2 else None, "active")
-        self.layout = pn.Row(controls, self.tabs, sizing_mode="stretch_width")
+        # the 3D surface and the replay of a trajectory (Landscape tab); wired in _render
+        self.panes["surface"] = self._pane("surface", 480)
+        self.landscape_mode = pn.widgets.RadioButtonGroup(options=["contours", "3D surface"], value="contours",
+                                                          css_classes=["wb-landscape-mode"])
+        self.replay_slider = pn.widgets.IntSlider(name="replay step", start=0, end=1, value=1, visible=False,
+                                                  css_classes=["wb-replay"], sizing_mode="stretch_width")
+        from .layout import build_layout
+        self.layout = build_layout(self, probe_rows)
 
     def __panel__(self):
         return self.layout
