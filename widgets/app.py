@@ -13,35 +13,39 @@ from .presets import DEFAULT_PRESET
 __all__ = ["serve", "create_app", "check_listen"]
 
 
-def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: float | None = None):
+def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: float | None = None, pool=None):
     """A fresh dashboard page for one session (a template around a new ``Dashboard``; ``problems``: the user's
-    ``wb.Problem`` objects, the first selected); the session's runs are stopped when its browser tab goes away.
-    Sessions share the Problem objects, never a model: every run and view works on its own copy."""
+    ``wb.Problem`` objects, the first selected; ``pool``: the server's ``RunPool``, whose worker processes train every
+    session's runs). The page's URL carries the experiment (a shared link reopens it); the session's runs are
+    stopped and its callbacks removed when its browser tab goes away. Sessions share the Problem objects, never a
+    model: every run and view works on its own copy."""
     pn.extension("plotly", notifications=True)
-    dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb)
-    if not problems:            # the first Run should show something worth seeing (presets stay one click away)
-        dash.apply_preset(DEFAULT_PRESET, race=False)
+    dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb, pool=pool)
+    query = getattr(getattr(pn.state, "location", None), "search", "") or ""
+    if not problems and not query.strip("?"):   # the first Run should show something worth seeing (presets stay
+        dash.apply_preset(DEFAULT_PRESET, race=False)                                      # one click away)
         dash.preset_select.value = DEFAULT_PRESET
         for name, cb in dash.probe_checks.items():     # the probes stay the usual ones for the next problem
             cb.value = name in DEFAULT_PROBES
+    dash.sync_url()
     tmpl = pn.template.BootstrapTemplate(title="Optimization-dynamics workbench", sidebar_width=330,
                                          header_background="#1f3a5f")
     tmpl.sidebar.append(dash.layout[0])
     tmpl.main.append(dash.layout[1])
     tmpl.dashboard = dash  # reachable for tests / debugging
     try:
-        pn.state.on_session_destroyed(lambda ctx: dash.stop())
+        pn.state.on_session_destroyed(lambda ctx: dash.close())
     except Exception:  # not in a served session (e.g. built in a notebook)
         pass
     return tmpl
 
 
-def _warm_up():
-    """A few steps of a toy run before serving, so the first Run of the first session does not pay for lazy
-    imports and first-call initialisation (measured: ~1-2 s on the first click otherwise); meanwhile a thread looks
-    up the problem sizes for the problem list (seconds: some problems build their data or model to count it). Both
-    finish before the server listens, so no session waits for them (a page request that waited would be retried
-    and pile up behind it)."""
+def _warm_up(pool=None):
+    """Before serving: the server's worker pool trains a few steps of a toy run (its fork server imports torch and
+    the workbench once; without it the first Run of the first session pays ~1-2 s of lazy imports), and a thread
+    looks up the problem sizes for the problem list (seconds: some problems build their data or model to count it).
+    Both finish before the server listens, so no session waits for them (a page request that waited would be
+    retried and pile up behind it)."""
     import workbench as wb
 
     from .catalog import problem_info
@@ -55,13 +59,18 @@ def _warm_up():
 
     sizer = threading.Thread(target=sizes, name="workbench-sizes", daemon=True)
     sizer.start()
+    spec = {"problem": {"name": "rosenbrock", "seed": 0, "options": {}}, "optimizer": "adam", "hparams": {},
+            "schedule": {}, "run": {"steps": 3, "seed": 0, "batch_size": None}, "device": "cpu", "probes": {},
+            "kind": "function"}
     try:
         from . import views
-        prob = wb.problems.make("rosenbrock")
-        run = wb.Run(prob, optimizer="adam", steps=3, device="cpu", progress=False,
-                     probes=[wb.probes.Trajectory(every=1)])
-        run.start().wait(30)
-        views.loss_figure(views.RunTracker(run).snapshot())
+        from .runspec import build_run
+        from .worker import LocalRun
+        if pool is not None:
+            pool.warm_up(spec, timeout=120)
+        h = LocalRun(build_run(spec)[1])     # the views' first call, and a run for notebooks' inline use
+        h.wait(30)
+        views.loss_figure(h.snapshot())
     except Exception:  # warming up is an optimisation only
         pass
     sizer.join(300)
@@ -98,11 +107,12 @@ def check_listen(address: str, port: int) -> None:
 
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, results_dir: str | Path = "results",
           allow_websocket_origin=None, prefix: str = "", threaded: bool = False, problems=(),
-          max_memory_mb: float | None = None, **kwargs):
+          max_memory_mb: float | None = None, workers: int | None = None, **kwargs):
     """Serve the dashboard on ``address:port`` (127.0.0.1 by default); ``problems``: the user's ``wb.Problem``
     objects to offer (the first selected); ``max_memory_mb``: the largest estimated memory of one run a session
     may start (default ``$WORKBENCH_APP_MAX_MEMORY_MB`` or 2048; see :mod:`widgets.limits`). Blocks unless
-    ``threaded=True``. A port in use or an address this machine cannot listen on is a ValueError before anything
+    ``threaded=True``. ``workers``: runs that train at once, each in its own worker process (default
+    ``$WORKBENCH_APP_WORKERS`` or 8; later runs are queued and say so). A port in use or an address this machine cannot listen on is a ValueError before anything
     else starts."""
     from .limits import max_memory_mb as _cap
 
@@ -111,9 +121,18 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, resu
     max_memory_mb = _cap(max_memory_mb)      # ValueError for a bad cap (or a bad environment variable)
     problems = list(problems or ())
     Dashboard._user_problems(problems)      # TypeError for anything that is not a Problem, before serving
+    from .pool import RunPool
+    pool = RunPool(max_workers=workers)     # ValueError for a bad count, before anything starts
     check_listen(address, port)
-    _warm_up()
+    _warm_up(pool)
+    server = None
     origins = list(allow_websocket_origin or []) + [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    return pn.serve({"/": lambda: create_app(results_dir, problems, max_memory_mb)}, port=port, address=address, show=show,
-                    allow_websocket_origin=origins, prefix=prefix or "", threaded=threaded,
-                    title="Optimization-dynamics workbench", **kwargs)
+    try:
+        server = pn.serve({"/": lambda: create_app(results_dir, problems, max_memory_mb, pool)}, port=port,
+                          address=address, show=show, allow_websocket_origin=origins, prefix=prefix or "",
+                          threaded=threaded, title="Optimization-dynamics workbench", **kwargs)
+    finally:
+        if not threaded or server is None:      # a blocking serve returned (or failed): end the workers
+            pool.shutdown()
+    server.run_pool = pool                  # a threaded server's caller shuts the pool down (tests)
+    return server

@@ -36,9 +36,11 @@ def cmd_app(args) -> int:
     problems = []
     for spec in args.problem or ():
         try:
-            problems.append(load_user_problem(spec))
+            prob = load_user_problem(spec)
         except ValueError as exc:
             return _engine._fail(str(exc))
+        prob._user_spec = spec          # a worker process of the app loads it again from this
+        problems.append(prob)
     from widgets.app import serve
 
     try:
