@@ -42,7 +42,7 @@ class FilesMixin:
     def export(self, name: str | None = None, png: bool = False):
         """Save the current record as ``<results>/<name>.nc`` and its figures as ``<name>.html``; with
         ``png=True`` (needs kaleido) also ``<name>_<view>.png`` for every shown view, written in a background
-        thread (``self.png_thread``; the file status says when they are done).
+        thread (``self.tasks``, job "png"; the file status says when they are done).
 
         Returns the two paths, or None with the error shown beside the file-name field (bad name, path
         traversal, nothing to export)."""
