@@ -119,8 +119,56 @@ def wait_until(fn, timeout=60.0, interval=0.2, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last value {last!r})")
 
 
+_OPEN_CARDS = """el => {
+  // open every collapsed Panel Card around el, outermost first (cards nest across shadow roots)
+  const cards = [];
+  let n = el;
+  while (n) {
+    if (n.classList && n.classList.contains('bk-panel-models-layout-Card')) cards.unshift(n);
+    n = n.parentNode || null;
+    if (n && n.nodeType === 11) n = n.host;          // out of a shadow root, to its host
+  }
+  let opened = 0;
+  for (const card of cards) {
+    const header = Array.from((card.shadowRoot || card).children).find(c => c.classList.contains('card-header'));
+    if (header && header.querySelector('.icon-tabler-chevron-right')) { header.click(); opened++; }
+  }
+  return opened;
+}"""
+
+
+def reveal(page, css):
+    """Make the first element matching ``css`` visible: the sidebar groups are collapsible cards, some collapsed
+    until the user opens them, so a test opens them the way a user does (a click on each card's header)."""
+    el = page.locator(css).first
+    el.wait_for(state="attached")
+    if not el.is_visible():
+        el.evaluate(_OPEN_CARDS)
+        el.wait_for(state="visible")
+    return el
+
+
+def reveal_all(page):
+    """Open every collapsed card of the page (nested ones too)."""
+    for _ in range(3):
+        n = page.evaluate("""() => { let opened = 0;
+          const visit = root => { root.querySelectorAll('*').forEach(el => {
+            if (el.classList.contains('card-header') && el.querySelector('.icon-tabler-chevron-right')) {
+              el.click(); opened++; }
+            if (el.shadowRoot) visit(el.shadowRoot); }); };
+          visit(document); return opened; }""")
+        if not n:
+            return
+        page.wait_for_timeout(300)
+
+
+def click(page, css):
+    """Click the button of the Panel widget ``css`` (opening the card it sits in first)."""
+    reveal(page, f"{css} button").click()
+
+
 def set_text(page, css, value):
-    box = page.locator(f"{css} input")
+    box = reveal(page, f"{css} input")
     box.fill(str(value))
     box.press("Enter")
 
@@ -128,7 +176,7 @@ def set_text(page, css, value):
 def choose(page, css, value):
     """Select the option shown as ``value``, or whose label starts with ``value`` followed by a space (the problem
     list labels each problem with its size: "digits-mlp · 55.2k params · ...")."""
-    select = page.locator(f"{css} select")
+    select = reveal(page, f"{css} select")
     labels = select.locator("option").all_text_contents()
     exact = [l for l in labels if l == value]
     prefixed = [l for l in labels if l.startswith(value + " ")]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from browser import choose, plot_last_x, plot_points, set_text, text_of, wait_until
+from browser import choose, click, plot_last_x, plot_points, set_text, text_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -111,7 +111,7 @@ def test_switch_optimizer_midrun_marks_plot_and_record(browser, server):
     page.locator(".wb-stop button").click()
     wait_until(lambda: "stopped" in text_of(page, ".wb-status"), timeout=T, what="stopped")
     set_text(page, ".wb-export-name", "swap_run")
-    page.locator(".wb-export button").click()
+    click(page, ".wb-export")
     wait_until(lambda: "swap_run.nc" in text_of(page, ".wb-file-status"), timeout=T, what="export")
     import workbench as wb
     ds = wb.load(server.tmp / "results" / "swap_run.nc")
@@ -207,20 +207,20 @@ def test_export_load_round_trip_and_traversal_rejected(browser, server):
     wait_until(lambda: "finished" in text_of(page, ".wb-status"), timeout=T, what="short run")
     n = plot_points(page)
     set_text(page, ".wb-export-name", "../../escape")
-    page.locator(".wb-export button").click()
+    click(page, ".wb-export")
     wait_until(lambda: "not allowed" in text_of(page, ".wb-file-error"), timeout=T, what="traversal rejected")
     assert not (server.tmp / "escape.nc").exists() and not (server.tmp.parent / "escape.nc").exists()
     set_text(page, ".wb-export-name", "round_trip")
-    page.locator(".wb-export button").click()
+    click(page, ".wb-export")
     wait_until(lambda: "round_trip.html" in text_of(page, ".wb-file-status"), timeout=T, what="export")
     assert (server.tmp / "results" / "round_trip.nc").is_file()
     html = (server.tmp / "results" / "round_trip.html").read_text()
     assert "plotly" in html.lower() and "<h3>loss</h3>" in html
     page.locator(".wb-reset button").click()
     wait_until(lambda: plot_points(page) == 0, timeout=T, what="reset")
-    page.locator(".wb-refresh button").click()
+    click(page, ".wb-refresh")
     choose(page, ".wb-load-select", "round_trip")
-    page.locator(".wb-load button").click()
+    click(page, ".wb-load")
     wait_until(lambda: "Viewing saved record" in text_of(page, ".wb-status"), timeout=T, what="loaded")
     wait_until(lambda: plot_points(page) == n, timeout=T, what="the loaded loss curve")
     page.close()

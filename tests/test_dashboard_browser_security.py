@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from browser import choose, set_text, text_of, wait_until
+from browser import choose, click, reveal_all, set_text, text_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,8 +44,7 @@ def test_payload_typed_into_every_field(browser, server):
     set_text(page, ".wb-param-steps", "20")                 # a record to export, so the file name is checked
     page.locator(".wb-run button").click()
     wait_until(lambda: "finished" in text_of(page, ".wb-status"), timeout=T, what="a short run")
-    for title in ("problem options", "lr schedule", "probes (what to measure, how often)"):
-        page.get_by_text(title).first.click()
+    reveal_all(page)                                        # every collapsed card (options, schedule, probes, files)
     page.locator(".wb-probe-sharpness input").wait_for(state="visible")
     boxes = page.locator(".wb-controls input[type=text]")
     filled = 0
@@ -59,7 +58,7 @@ def test_payload_typed_into_every_field(browser, server):
     wait_until(lambda: "must be a number" in text_of(page, ".wb-error-lr"), timeout=T, what="inline lr error")
     page.locator(".wb-run button").click()
     wait_until(lambda: "highlighted" in text_of(page, ".wb-run-error"), timeout=T, what="run refused")
-    page.locator(".wb-export button").click()
+    click(page, ".wb-export")
     wait_until(lambda: "not allowed" in text_of(page, ".wb-file-error"), timeout=T, what="file name refused")
     page.wait_for_timeout(1000)              # give an injected handler every chance to fire
     assert PAYLOAD in text_of(page, ".wb-error-lr")               # shown literally
@@ -88,11 +87,11 @@ def evil_record(path):
 def test_payload_in_a_loaded_and_pinned_record(browser, server):
     evil_record(server.tmp / "results" / "shared_evil.nc")
     page, dialogs = open_page(browser, server)
-    page.locator(".wb-refresh button").click()
+    click(page, ".wb-refresh")
     wait_until(lambda: "shared_evil" in page.locator(".wb-load-select select").inner_text(), timeout=T,
                what="the record listed")
     choose(page, ".wb-load-select", "shared_evil")
-    page.locator(".wb-load button").click()
+    click(page, ".wb-load")
     wait_until(lambda: "Viewing saved record" in text_of(page, ".wb-status"), timeout=T, what="loaded")
     page.locator(".wb-pin button").click()
     wait_until(lambda: "Pinned" in text_of(page, ".wb-pins"), timeout=T, what="pinned")

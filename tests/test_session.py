@@ -333,3 +333,18 @@ def test_worker_reexports_the_pool():
     with pytest.raises(AttributeError):
         W.nothing_here  # noqa: B018
 
+
+
+def test_a_pool_run_says_finished_only_once_its_record_is_here(pool):
+    """The page offers Export as soon as the status says "finished": the record must be there by then (the child
+    sends its last delta, with the final status, before it pickles the record)."""
+    h = pool.submit(spec(300))
+    seen = []
+    while not h.done:
+        st, snap_status, rec = h.status, h.snapshot(probes=False)["status"], h.record
+        seen.append(st)
+        assert st not in DONE or rec is not None, f"status {st!r} before the record arrived"
+        assert snap_status not in DONE or rec is not None, f"snapshot status {snap_status!r} before the record"
+        time.sleep(0.001)
+    assert h.status == "finished" and h.record is not None and h.record.sizes["step"] == 300
+    assert "running" in seen

@@ -183,6 +183,7 @@ class ProcessRun:
         self._batch_sizes = None
         self._pending: list[tuple] = []     # orders given while queued
         self._stop_asked = None
+        self._final_status = None
 
     # -- lifecycle (the pool calls _launch) ---------------------------------------------------------------
     def _launch(self, ctx, threads: int):
@@ -224,10 +225,13 @@ class ProcessRun:
                 if msg[0] in ("done", "failed"):
                     break
         finally:
-            self.proc.join(5)
             with self._lock:
-                if self.status not in DONE or (self.record is None and not self.failed
-                                               and not self.error_text):
+                crashed = self.status not in DONE or (self.record is None and not self.failed
+                                                      and not self.error_text)
+            if crashed:
+                self.proc.join(5)           # for its exit code (a signal says kill -9 / out of memory)
+            with self._lock:
+                if crashed:
                     code = self.proc.exitcode
                     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                     self.status = "crashed"
@@ -241,6 +245,7 @@ class ProcessRun:
                 pass
             self._done.set()
             self.pool._finished(self)
+            self.proc.join(5)               # reap the finished child (the run is already done for the views)
 
     def _fold(self, msg):
         kind = msg[0]
@@ -265,13 +270,19 @@ class ProcessRun:
                     self._path.append(d["path"][0])
                     self._path_steps.extend(d["path"][1])
                 m = d["meta"]
-                self.status, self.step, self.diverged_at = m["status"], m["step"], m["diverged_at"]
+                # a final status (finished/diverged/stopped) waits for the record: "done" means it can be saved
+                if m["status"] in DONE:
+                    self._final_status = m["status"]
+                else:
+                    self.status = m["status"]
+                self.step, self.diverged_at = m["step"], m["diverged_at"]
                 self.events, self.optimizer_name, self.hparams = m["events"], m["optimizer_name"], m["hparams"]
                 self.base_lr, self.waiting, self._traj = m["base_lr"], m["waiting"], m["traj"]
                 self.error_text = m["error"]
                 self._grids, self._batch_sizes = m["grids"], m["batch_sizes"]
             elif kind == "done":
                 self.record = msg[1]
+                self.status = self._final_status or str(self.record.attrs.get("status", "finished"))
             elif kind == "failed":
                 self.status, self.error_text, self.failed = "crashed", msg[1], True
             elif kind == "swap_error":
