@@ -298,7 +298,8 @@ def test_a_full_pool_queues_runs_in_order():
         first.stop()
         assert first.wait(5) and first.status == "stopped"
         assert second.wait(30) and second.status == "finished" and second.record.sizes["step"] == 200
-        assert one.position(second) is None and one.active == 0 and one.queued == 0
+        assert one.position(second) is None and one.queued == 0
+        wait_for(lambda: one.active == 0, 10, "the worker's slot to free once its child exits")
     finally:
         one.shutdown()
 

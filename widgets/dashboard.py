@@ -26,7 +26,6 @@ directory; problems read their data where the server finds it (no path is typed 
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from workbench._validate import resolve_device
 from . import views as V
 from .dashboard_files import FilesMixin
 from .dashboard_forms import FormsMixin
+from .dashboard_link import URL_PARAMS, LinkMixin
 from .dashboard_live import READY, LiveMixin
 from .files import list_records
 from .forms import ParamForm
@@ -50,11 +50,6 @@ from .views import thin  # noqa: F401  (re-exported: older imports)
 from .worker import LocalRun, Tasks
 
 __all__ = ["Dashboard", "PROBES", "RUN_PARAMS", "DEFAULT_PROBES", "device_options", "make_probe", "URL_PARAMS"]
-
-#: session parameter -> URL query key (``Dashboard.sync_url``): a link reopens the same experiment
-URL_PARAMS = {"problem": "problem", "problem_options": "options", "optimizer": "optimizer", "hparams": "hp",
-              "schedule": "schedule", "run_options": "run", "probes": "probes", "device": "device"}
-
 
 def device_options() -> dict[str, str]:
     """The device list {label: value}: auto (with what it resolves to here), cpu, and cuda (one entry per GPU) or
@@ -74,7 +69,7 @@ def _button(label, css, width, **kw):
     return pn.widgets.Button(label=label, css_classes=[css], width=width, **kw)
 
 
-class Dashboard(FormsMixin, FilesMixin, LiveMixin, pn.viewable.Viewer):
+class Dashboard(FormsMixin, LinkMixin, FilesMixin, LiveMixin, pn.viewable.Viewer):
     """Panel dashboard; ``Dashboard().servable()`` or display it in JupyterLab.
 
     ``problems``: the user's own ``wb.Problem`` objects (a list, or a dict name -> Problem), offered in the problem
@@ -235,118 +230,6 @@ class Dashboard(FormsMixin, FilesMixin, LiveMixin, pn.viewable.Viewer):
             raise ValueError(f"tab must be one of {titles}; got {name!r}")
         self.tabs.active = titles.index(name)
 
-    # -- the experiment <-> the controls <-> the URL -------------------------------------------------------
-    def _controls_changed(self):
-        """A control changed: the session (and so the URL) follows whatever is valid now; nothing is built."""
-        if self._applying or not hasattr(self, "hparam_form") or not hasattr(self, "problem_form"):
-            return
-        try:
-            self._sync_session(build=False)
-        except ValueError:
-            pass                        # shown beside the field; the URL keeps the last valid experiment
-
-    def _session_changed(self, *events):
-        """The session's experiment was set from outside the controls (a shared URL, or code): show it."""
-        if self._syncing or self._applying:
-            return
-        self.apply_experiment({e.name: e.new for e in events})
-
-    @contextlib.contextmanager
-    def _quiet(self):
-        """The session changes because of the controls themselves (nothing to show back)."""
-        self._syncing = True
-        try:
-            yield
-        finally:
-            self._syncing = False
-
-    def apply_experiment(self, exp: dict) -> None:
-        """Fill the controls from an experiment dict (the session's parameters; any subset). Unknown names and
-        values are said in the error pane and skipped; the rest is applied."""
-        s = self.session
-        self._applying = True
-        bad = []
-        try:
-            name = exp.get("problem", self.problem_select.value)
-            if name not in self.problem_select.options.values():
-                bad.append(f"problem {name!r} is not offered here")
-            elif "problem" in exp or "problem_options" in exp:
-                self.problem_select.value = name
-                if name not in self.user_problems:
-                    try:
-                        self._build_problem_form(values=dict(exp.get("problem_options") or {}))
-                    except (TypeError, ValueError) as exc:
-                        bad.append(str(exc))
-            opt = exp.get("optimizer", self.optimizer_select.value)
-            if opt not in wb.optimizers.list():
-                bad.append(f"optimizer {opt!r} is not one of the registered optimizers")
-            elif "optimizer" in exp or "hparams" in exp:
-                self.optimizer_select.value = opt
-                self._build_hparam_form(values=dict(exp.get("hparams") or {}))
-            for form, key in ((self.run_form, "run_options"), (self.schedule_form, "schedule")):
-                for k, v in dict(exp.get(key) or {}).items():
-                    if k in form.widgets:
-                        form.widgets[k].value = "" if v is None else str(v)
-            if "probes" in exp and isinstance(exp["probes"], dict):
-                for pname, cb in self.probe_checks.items():
-                    cb.value = pname in exp["probes"]
-                    for k, v in dict(exp["probes"].get(pname) or {}).items():
-                        if k in self.probe_forms[pname].widgets:
-                            self.probe_forms[pname].widgets[k].value = str(v)
-            if exp.get("device") and exp["device"] != self.device_select.value:
-                try:
-                    self.set_device(exp["device"])
-                except ValueError as exc:
-                    bad.append(str(exc))
-        finally:
-            self._applying = False
-        self._controls_changed()
-        self._show_error("Not applied from the link: " + "; ".join(bad) if bad else "")
-        return s
-
-    def sync_url(self, location=None) -> bool:
-        """Keep the page's URL and the experiment in step (``pn.state.location``): a link with the query opens
-        the same problem, optimizer, hyperparameters, run options and probes. False where there is no location
-        (plain Python)."""
-        location = location if location is not None else getattr(pn.state, "location", None)
-        if location is None:
-            return False
-        location.sync(self.session, URL_PARAMS, on_error=lambda mapped: self._show_error(
-            "Not applied from the link: the values for " + ", ".join(sorted(mapped)) + " could not be read"))
-        return True
-
-    # -- hot swaps -----------------------------------------------------------------------------------------
-    def _hparam_changed(self, name, value):
-        if not self._live():
-            self._controls_changed()
-            return
-        try:
-            with self._quiet():
-                self.session.swap(**{name: value})
-        except ValueError as exc:
-            self.hparam_form.show_error(name, str(exc))
-
-    def _optimizer_changed(self):
-        if self._applying:
-            return
-        keep = {}
-        if self._live():
-            try:
-                keep = {"lr": self.hparam_form.values().get("lr", self.run.base_lr)}
-            except ValueError:
-                keep = {"lr": self.run.base_lr}
-        self._build_hparam_form(values=keep)
-        if self._live():
-            try:
-                hp = self.hparam_form.values()
-                with self._quiet():
-                    self._show_error(self.session.swap(optimizer=self.optimizer_select.value, **hp))
-            except ValueError as exc:
-                if not self.hparam_form.route_error(str(exc)):
-                    self._show_error(str(exc))
-        else:
-            self._controls_changed()
-
     # -- actions -------------------------------------------------------------------------------------------
     def start(self, paused: bool = False):
         """Validate every control, then start a run (stopping any current one): in a worker process of the pool
@@ -369,7 +252,7 @@ class Dashboard(FormsMixin, FilesMixin, LiveMixin, pn.viewable.Viewer):
         self._final_done = False
         self._plane_n = 0
         self._set_buttons(live=True)
-        self._ensure_polling()
+        self._ensure_polling(fast=True)
 
     def _set_buttons(self, live: bool):
         self.run_button.disabled = live

@@ -11,18 +11,18 @@ import numpy as np
 import panel as pn
 
 from . import views as V
-from .runspec import compute_plane
+from .runspec import PLANE_MIN_SNAPSHOTS, compute_plane
 from .safe import Markup
 from .safe import text as escape
 
 __all__ = ["LiveMixin", "READY", "POLL_MS"]
 
 POLL_MS = 250
-LIGHT_EVERY_S = 0.5         # the loss view re-renders at most this often (the first point goes out at once):
-                            # the browser's re-render costs as much CPU as training on a small machine (measured)
+FAST_POLL_MS, FAST_START_S = 100, 2.0    # the first seconds of a run: polled and drawn at 10 Hz (it moves most then)
+LIGHT_EVERY_S = 0.5         # later the loss view re-renders at most this often: the browser's re-render costs as
+                            # much CPU as training on a small machine (measured)
 HEAVY_EVERY_S = 1.0         # the heavier views re-render at most this often
 PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
-PLANE_MIN_SNAPSHOTS = 8
 READY = Markup("Ready. Pick a problem and an optimizer (or a preset), then press <b>Run</b>.")
 _VIEWS = {"loss": ("loss", 320), "accuracy": ("acc", 280), "sharpness": ("sharpness", 300), "eigs": ("eigs", 280),
           "spectrum": ("spectrum", 280), "subspace": ("subspace", 280), "norms": ("norms", 280),
@@ -71,13 +71,19 @@ class LiveMixin:
         self.replay_slider.param.watch(lambda e: self._draw_landscape(), "value")
 
     # -- polling -------------------------------------------------------------------------------------------
-    def _ensure_polling(self):
+    def _ensure_polling(self, fast: bool = False):
+        """Poll (``_tick``) while something is live; ``fast``: a run just started (``FAST_POLL_MS`` for
+        ``FAST_START_S``, so its first steps show within a fraction of a second)."""
+        period = FAST_POLL_MS if fast else POLL_MS
         if self._cb is None:
             try:
-                self._cb = pn.state.add_periodic_callback(self._tick, period=POLL_MS, start=True)
+                self._cb = pn.state.add_periodic_callback(self._tick, period=period, start=True)
             except Exception:  # no event loop (plain Python): callers use tick() themselves
                 self._cb = None
-        elif not self._cb.running:
+            return
+        if fast and self._cb.period != period:
+            self._cb.period = period
+        if not self._cb.running:
             self._cb.start()
 
     def tick(self):
@@ -86,7 +92,7 @@ class LiveMixin:
 
     def _idle(self):
         h = self.run
-        run_idle = h is None or (h.done and self._final_done)
+        run_idle = h is None or (h.done and self._final_done and not getattr(h, "plane_pending", False))
         return run_idle and not self.tasks.busy() and not self._racers
 
     def _tick(self):
@@ -107,7 +113,10 @@ class LiveMixin:
                 if state == "queued":
                     self._status_text(h, None)
                 return
-            if not done and self._shown > 0 and now - self._last_light < LIGHT_EVERY_S \
+            starting = now - self._t_start < FAST_START_S
+            if not starting and self._cb is not None and self._cb.period != POLL_MS:
+                self._cb.period = POLL_MS
+            if not done and not starting and self._shown > 0 and now - self._last_light < LIGHT_EVERY_S \
                     and waiting == self._waiting_shown:
                 return
             self._last_light = now
@@ -318,7 +327,9 @@ class LiveMixin:
     def _maybe_plane(self, h, final=False):
         if "trajectory" not in (h.probe_names or ()):
             return
-        if self.tasks.busy("plane") or getattr(h, "plane_pending", False):
+        if self.tasks.busy("plane"):
+            return
+        if hasattr(h, "request_plane") and h.done:    # a worker sends its final plane by itself after the record
             return
         n_snap = h.trajectory_count()
         if n_snap < PLANE_MIN_SNAPSHOTS or n_snap == self._plane_n:

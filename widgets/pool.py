@@ -19,127 +19,13 @@ import time
 
 import numpy as np
 
-from .worker import DONE, _Control, _one_line, default_workers
+from .pool_child import HEAVY_EVERY_S, KILL_AFTER_S, SEND_EVERY_S, _child_main  # noqa: F401
+from .worker import DONE, _one_line, default_workers
 
 __all__ = ["ProcessRun", "RunPool", "SEND_EVERY_S", "HEAVY_EVERY_S", "KILL_AFTER_S"]
 
-SEND_EVERY_S = 0.1        # a child sends what is new at most this often
-HEAVY_EVERY_S = 0.5       # ... and its probe values at most this often
-KILL_AFTER_S = 10.0       # a stopped child still alive after this long is killed
-PRELOAD = ["widgets.pool", "widgets.worker", "widgets.runspec", "widgets.views"]
-
-
-# -- in the worker process ---------------------------------------------------------------------------------
-class _Sent:
-    """What a child has already sent of its tracker's lists."""
-
-    def __init__(self):
-        self.n = 0
-        self.probes: dict[str, int] = {}
-        self.path = 0
-        self.state = None
-
-
-def _delta(tracker, sent: _Sent, ctl: _Control, waiting: bool) -> dict | None:
-    """What is new since ``sent`` (None when nothing is). ``waiting``: read before the tracker's update, so that a
-    run said to be held has all its steps in the delta."""
-    run = ctl.run
-    n = tracker.n
-    cols = {k: v[sent.n:n] for k, v in tracker.cols.items()}
-    counts = {k: len(v) for k, v in tracker.pvals.items()}
-    probes = {k: (tracker.psteps[k][sent.probes.get(k, 0):c], tracker.pvals[k][sent.probes.get(k, 0):c])
-              for k, c in counts.items() if c > sent.probes.get(k, 0)}
-    m = len(tracker.path_steps)
-    path = (tracker.path[sent.path:m].copy(), tracker.path_steps[sent.path:m]) if m > sent.path else None
-    with run._lock:
-        traj = next((len(s.steps) for s in run._slots if s.name == "trajectory"), 0)
-        events = [dict(e) for e in run.events]
-    grids, batch_sizes = {}, None
-    for slot in run._slots:
-        if hasattr(slot.probe, "batch_sizes"):
-            batch_sizes = list(slot.probe.batch_sizes)
-        grid = getattr(slot.probe, "grid", None)
-        if grid is not None:
-            grids[f"{slot.name}_density"] = np.asarray(grid, dtype=float)
-    status = "running" if run.status == "pending" else run.status
-    meta = {"status": status, "step": run.step, "diverged_at": run.diverged_at, "events": events,
-            "optimizer_name": run.optimizer_name, "hparams": dict(run.hparams), "base_lr": run.base_lr,
-            "waiting": waiting, "traj": traj, "error": None if run.error is None else _one_line(run.error),
-            "grids": grids, "batch_sizes": batch_sizes}
-    state = (n, tuple(sorted(counts.items())), m, status, meta["waiting"], len(events), traj,
-             meta["optimizer_name"], tuple(sorted(meta["hparams"].items())))
-    if state == sent.state:
-        return None
-    sent.state, sent.n, sent.path, sent.probes = state, n, m, counts
-    return {"cols": cols, "probes": probes, "path": path, "meta": meta}
-
-
-def _child_main(conn, spec: dict, paused: bool, threads: int):
-    """A worker process: build the run from ``spec``, train it in a thread, stream, obey orders."""
-    send_lock = threading.Lock()
-
-    def send(msg):
-        with send_lock:
-            conn.send(msg)
-
-    try:
-        import torch
-        torch.set_num_threads(max(1, threads))
-        from .runspec import build_run, compute_plane
-        from .views import RunTracker
-        prob, run = build_run(spec)
-    except BaseException as exc:  # a bad spec is said, never raised into nothing
-        send(("failed", _one_line(exc)))
-        conn.close()
-        return
-    send(("started", {"device": str(run.device), "steps": run.steps, "optimizer_name": run.optimizer_name,
-                      "hparams": dict(run.hparams), "base_lr": run.base_lr, "probe_names": run.probe_names,
-                      "problem_kind": prob.kind, "problem_name": prob.name, "config": run.config,
-                      "label": f"{run.optimizer_name} lr={run.hparams.get('lr', float('nan')):.3g}",
-                      "optimizer": run.config["optimizer"], "batch_size": run.batch_size}))
-    tracker = RunTracker(run)
-    ctl = _Control(run, paused=paused)       # started now, or at the first Resume/Step when paused
-    sent = _Sent()
-    last_send = last_heavy = 0.0
-
-    def plane(label):
-        try:
-            send(("plane", compute_plane(run.record, prob, label=label)))
-        except Exception as exc:
-            send(("plane", {"error": f"PCA-plane view: {_one_line(exc)}"}))
-
-    while True:
-        while conn.poll():
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):     # the server went away: stop training
-                ctl.stop()
-                run.wait(KILL_AFTER_S)
-                return
-            if msg[0] == "plane":
-                threading.Thread(target=plane, args=(msg[1],), daemon=True).start()
-                continue
-            try:
-                ctl.apply(msg)
-            except ValueError as exc:
-                send(("swap_error", str(exc)))
-        done, waiting = run.done, ctl.waiting       # both before the update: the delta then has every step
-        now = time.perf_counter()
-        if done or now - last_send >= SEND_EVERY_S:
-            # the probes at most every HEAVY_EVERY_S, except on 2D functions (cheap, and the path is the view)
-            heavy = done or prob.kind == "function" or now - last_heavy >= HEAVY_EVERY_S
-            tracker.update(probes=heavy)
-            if heavy:
-                last_heavy = now
-            d = _delta(tracker, sent, ctl, waiting)
-            if d is not None:
-                send(("delta", d))
-            last_send = now
-        if done:
-            send(("done", run.record))
-            conn.close()
-            return
-        conn.poll(0.02)
+PRELOAD = ["widgets.pool", "widgets.pool_child", "widgets.worker", "widgets.runspec", "widgets.views",
+           "sklearn.datasets"]       # (the digits problems read sklearn's copy; a missing module is skipped)
 
 
 # -- in the server -----------------------------------------------------------------------------------------
@@ -184,6 +70,7 @@ class ProcessRun:
         self._pending: list[tuple] = []     # orders given while queued
         self._stop_asked = None
         self._final_status = None
+        self._closed = False
 
     # -- lifecycle (the pool calls _launch) ---------------------------------------------------------------
     def _launch(self, ctx, threads: int):
@@ -214,6 +101,8 @@ class ProcessRun:
             return False
 
     def _read(self):
+        """Fold the child's messages until it closes the pipe. The run is done for the views when its record
+        arrives; the child may still send the final PCA plane after it (``plane_pending`` meanwhile)."""
         conn = self._conn
         try:
             while True:
@@ -222,30 +111,43 @@ class ProcessRun:
                 except (EOFError, OSError):
                     break
                 self._fold(msg)
-                if msg[0] in ("done", "failed"):
+                if msg[0] == "done":
+                    self._end(crashed=False)
+                elif msg[0] == "failed":
                     break
         finally:
-            with self._lock:
-                crashed = self.status not in DONE or (self.record is None and not self.failed
-                                                      and not self.error_text)
-            if crashed:
-                self.proc.join(5)           # for its exit code (a signal says kill -9 / out of memory)
-            with self._lock:
+            if not self._done.is_set():
+                with self._lock:
+                    crashed = self.status not in DONE or (self.record is None and not self.failed
+                                                          and not self.error_text)
                 if crashed:
-                    code = self.proc.exitcode
-                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                    self.status = "crashed"
-                    self.error_text = self.error_text or (
-                        f"the worker process died ({how}) at step {self.n}; the curves up to there are kept")
-                self.waiting = False
+                    self.proc.join(5)       # for its exit code (a signal says kill -9 / out of memory)
+                self._end(crashed=crashed)
+            with self._lock:
                 self._conn = None
             try:
                 conn.close()
             except OSError:
                 pass
-            self._done.set()
-            self.pool._finished(self)
-            self.proc.join(5)               # reap the finished child (the run is already done for the views)
+            self._closed = True
+            self.pool._finished(self)       # the worker's slot is free once the child is gone
+            self.proc.join(5)               # reap it
+
+    def _end(self, crashed: bool):
+        with self._lock:
+            if crashed:
+                code = self.proc.exitcode
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                self.status = "crashed"
+                self.error_text = self.error_text or (
+                    f"the worker process died ({how}) at step {self.n}; the curves up to there are kept")
+            self.waiting = False
+        self._done.set()
+
+    @property
+    def plane_pending(self) -> bool:
+        """True while a finished run's child may still send its final PCA plane."""
+        return self.done and not self._closed and "trajectory" in (self.probe_names or ())
 
     def _fold(self, msg):
         kind = msg[0]
@@ -432,6 +334,7 @@ class RunPool:
                 with self._lock:
                     self._active.discard(h)
                     h.status, h.error_text = "crashed", f"could not start a worker process: {_one_line(exc)}"
+                h._closed = True
                 h._done.set()
 
     def _cancel(self, h: ProcessRun) -> bool:
@@ -439,6 +342,7 @@ class RunPool:
             if h in self._queue:
                 self._queue.remove(h)
                 h.status = "stopped"
+                h._closed = True
                 h._done.set()
                 return True
         return False

@@ -17,7 +17,7 @@ import numpy as np
 import workbench as wb
 from workbench.params import Param
 
-__all__ = ["RUN_PARAMS", "PROBES", "DEFAULT_PROBES", "make_probe", "build_problem", "build_run", "compute_plane",
+__all__ = ["RUN_PARAMS", "PROBES", "DEFAULT_PROBES", "make_probe", "PLANE_MIN_SNAPSHOTS", "build_problem", "build_run", "compute_plane",
            "is_function_problem"]
 
 RUN_PARAMS = [
@@ -41,6 +41,7 @@ PROBES = {
     "batch_sharpness": ("BatchSharpness", [Param("every", 100, kind="int", low=1, high=10**6)]),
     "trajectory": ("Trajectory: PCA-plane view", [Param("every", 5, kind="int", low=1, high=10**6)]),
 }
+PLANE_MIN_SNAPSHOTS = 8       # a PCA plane is drawn once the trajectory has this many snapshots
 DEFAULT_PROBES = ("eval",)        # Eval is skipped on 2D test functions (it equals the loss there)
 
 
@@ -109,7 +110,10 @@ def build_run(spec: dict, problem=None):
 
 
 def compute_plane(record, problem, label: str = "run", steps: int = 21, max_samples: int = 512) -> dict:
-    """Loss on the PCA plane of ``record``'s trajectory with the projected path (a plain figure dict).
+    """Loss on the PCA plane of ``record``'s trajectory with the projected path: a picklable dict with the contour
+    ``figure`` (a plain figure dict) and what the Landscape tab's 3D view and replay need: ``surface`` (the
+    ``ls.surface`` DataArray, or None), ``xy`` (the path, shape (n, 2)), ``steps`` (the step of each point),
+    ``explained`` (variance ratios) and ``label``.
 
     Exact trajectories get a surface (``landscapes.surface`` on a private copy of the model); count-sketched ones
     (big models) only the projected path."""
@@ -130,4 +134,8 @@ def compute_plane(record, problem, label: str = "run", steps: int = 21, max_samp
             spans.append((lo - pad, hi + pad))
         surf = ls.surface(model, problem.loss, problem.data("train", max_samples=max_samples), d, span=spans,
                           steps=steps, progress=False)
-    return plane_figure(surf, [(label, xy)], d.meta.get("explained_variance"))
+    explained = d.meta.get("explained_variance")
+    steps_arr = (np.asarray(proj.coords["trajectory_step"].values, dtype=int) if "trajectory_step" in proj.coords
+                 else np.arange(len(xy)))
+    return {"figure": plane_figure(surf, [(label, xy)], explained), "surface": surf, "xy": xy,
+            "steps": steps_arr, "explained": explained, "label": label}

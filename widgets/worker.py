@@ -147,6 +147,12 @@ class _Control:
             self.hot_swap(optimizer=optimizer, carry_state=carry, **hp)
 
 
+def trajectory_count(run) -> int:
+    """Snapshots ``run``'s Trajectory probe holds (0 without one)."""
+    with run._lock:
+        return next((len(s.steps) for s in run._slots if s.name == "trajectory"), 0)
+
+
 class LocalRun(_Control):
     """A run trained in a thread of this process; ``run`` is the ``wb.Run`` itself."""
 
@@ -187,8 +193,7 @@ class LocalRun(_Control):
         return snap
 
     def trajectory_count(self) -> int:
-        with self.run._lock:
-            return next((len(s.steps) for s in self.run._slots if s.name == "trajectory"), 0)
+        return trajectory_count(self.run)
 
 
 class Tasks:
