@@ -7,16 +7,57 @@ live, a changed hyperparameter or optimizer is a hot swap of that run instead.""
 from __future__ import annotations
 
 import contextlib
+import json
+import urllib.parse
 
 import panel as pn
 
 import workbench as wb
+from workbench._validate import resolve_device
 
-__all__ = ["URL_PARAMS", "LinkMixin"]
+__all__ = ["URL_PARAMS", "LinkMixin", "experiment_query", "parse_experiment_query"]
 
 #: session parameter -> URL query key (``Dashboard.sync_url``): a link reopens the same experiment
 URL_PARAMS = {"problem": "problem", "problem_options": "options", "optimizer": "optimizer", "hparams": "hp",
               "schedule": "schedule", "run_options": "run", "probes": "probes", "device": "device"}
+_DICTS = ("problem_options", "hparams", "schedule", "run_options", "probes")
+MAX_QUERY = 8000          # characters of a link's query that are read at all
+
+
+def experiment_query(session) -> str:
+    """The URL query (``?problem=...&hp=...``) that carries ``session``'s experiment: dicts as JSON (``null`` for
+    None), names as they are."""
+    q = {}
+    for name, key in URL_PARAMS.items():
+        v = getattr(session, name)
+        q[key] = json.dumps(v, sort_keys=True, separators=(",", ":")) if name in _DICTS else str(v)
+    return "?" + urllib.parse.urlencode(q)
+
+
+def parse_experiment_query(search: str) -> tuple[dict, list[str]]:
+    """``(experiment, problems)`` from a URL query: the session parameters it carries (query keys other than
+    ``URL_PARAMS``' are ignored) and what could not be read, each naming its key."""
+    search = (search or "").lstrip("?")
+    if len(search) > MAX_QUERY:
+        return {}, [f"the link's query is {len(search)} characters long; at most {MAX_QUERY} are read"]
+    names = {key: name for name, key in URL_PARAMS.items()}
+    exp, bad = {}, []
+    for key, raw in urllib.parse.parse_qsl(search, keep_blank_values=True):
+        name = names.get(key)
+        if name is None:
+            continue
+        if name not in _DICTS:
+            exp[name] = raw
+            continue
+        try:
+            v = json.loads(raw)
+        except ValueError:
+            v = None
+        if not isinstance(v, dict):
+            bad.append(f"{key}={raw[:80]!r} is not a JSON object")
+            continue
+        exp[name] = v
+    return exp, bad
 
 
 class LinkMixin:
@@ -49,12 +90,13 @@ class LinkMixin:
         finally:
             self._syncing = False
 
-    def apply_experiment(self, exp: dict) -> None:
+    def apply_experiment(self, exp: dict, unread=()) -> None:
         """Fill the controls from an experiment dict (the session's parameters; any subset). Unknown names and
-        values are said in the error pane and skipped; the rest is applied."""
+        values are said in the error pane (with ``unread``: what a link carried that could not be read) and
+        skipped; the rest is applied."""
         s = self.session
         self._applying = True
-        bad = []
+        bad = list(unread)
         try:
             name = exp.get("problem", self.problem_select.value)
             if name not in self.problem_select.options.values():
@@ -84,9 +126,12 @@ class LinkMixin:
                             self.probe_forms[pname].widgets[k].value = str(v)
             if exp.get("device") and exp["device"] != self.device_select.value:
                 try:
+                    resolve_device(exp["device"])           # a link from a GPU machine, opened on a laptop
+                except ValueError:
+                    bad.append(f"device {exp['device']!r} is not available on this machine; kept "
+                               f"{self.device_select.value!r}")
+                else:
                     self.set_device(exp["device"])
-                except ValueError as exc:
-                    bad.append(str(exc))
         finally:
             self._applying = False
         self._controls_changed()
@@ -95,14 +140,34 @@ class LinkMixin:
 
     def sync_url(self, location=None) -> bool:
         """Keep the page's URL and the experiment in step (``pn.state.location``): a link with the query opens
-        the same problem, optimizer, hyperparameters, run options and probes. False where there is no location
-        (plain Python)."""
+        the same problem, optimizer, hyperparameters, schedule, run options, probes and device (what it carries
+        that is unknown or unreadable is said in the error pane, the rest applied), and the URL follows every
+        change of the experiment from then on. False where there is no location (plain Python).
+
+        (Panel's own ``Location.sync`` re-encodes the other keys of the query as Python reprs on each update, so
+        a link with two dicts in it could not be read back; the query is written whole here instead.)"""
         location = location if location is not None else getattr(pn.state, "location", None)
         if location is None:
             return False
-        location.sync(self.session, URL_PARAMS, on_error=lambda mapped: self._show_error(
-            "Not applied from the link: the values for " + ", ".join(sorted(mapped)) + " could not be read"))
+        self._location = location
+        exp, bad = parse_experiment_query(location.search)
+        if exp or bad:
+            self.apply_experiment(exp, unread=bad)
+        self.session.param.watch(lambda *events: self._write_url(), list(URL_PARAMS))
+        self._write_url()
+        try:                    # the browser sends its own (bare) URL when the page opens: write it again then
+            pn.state.onload(self._write_url)
+        except Exception:  # not in a served session
+            pass
         return True
+
+    def _write_url(self):
+        loc = getattr(self, "_location", None)
+        if loc is None:
+            return
+        search = experiment_query(self.session)
+        if loc.search != search:
+            loc.search = search
 
     # -- hot swaps -----------------------------------------------------------------------------------------
     def _hparam_changed(self, name, value):
