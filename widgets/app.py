@@ -34,10 +34,27 @@ def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: 
     tmpl.main.append(dash.layout[1])
     tmpl.dashboard = dash  # reachable for tests / debugging
     try:
-        pn.state.on_session_destroyed(lambda ctx: dash.close())
+        pn.state.on_session_destroyed(lambda ctx: (dash.close(), _release_memory_soon()))
     except Exception:  # not in a served session (e.g. built in a notebook)
         pass
     return tmpl
+
+
+def _release_memory_soon(delay_s: float = 3.0):
+    """A session ended: once Bokeh has dropped its document, collect it and hand the freed heap back to the OS
+    (glibc keeps freed small blocks otherwise, and a server's RSS only ever grows with the sessions it saw)."""
+    def release():
+        import ctypes
+        import gc
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (macOS, musl): the collection is all we can do
+            pass
+
+    t = threading.Timer(delay_s, release)
+    t.daemon = True
+    t.start()
 
 
 def _warm_up(pool=None):
@@ -127,6 +144,9 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, resu
     _warm_up(pool)
     server = None
     origins = list(allow_websocket_origin or []) + [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    # a closed tab's session (its runs, views and pins) is freed within ~10 s, not Bokeh's default ~30 s
+    kwargs.setdefault("check_unused_sessions_milliseconds", 2000)
+    kwargs.setdefault("unused_session_lifetime_milliseconds", 8000)
     try:
         server = pn.serve({"/": lambda: create_app(results_dir, problems, max_memory_mb, pool)}, port=port,
                           address=address, show=show, allow_websocket_origin=origins, prefix=prefix or "",

@@ -39,7 +39,7 @@ from . import views as V
 from .dashboard_files import FilesMixin
 from .dashboard_forms import FormsMixin
 from .dashboard_link import URL_PARAMS, LinkMixin
-from .dashboard_live import READY, LiveMixin
+from .dashboard_live import _LIVE, READY, LiveMixin
 from .files import list_records
 from .forms import ParamForm
 from .presets import PRESETS
@@ -355,6 +355,7 @@ class Dashboard(FormsMixin, LinkMixin, FilesMixin, LiveMixin, pn.viewable.Viewer
         """The browser tab went away: stop the run, the race and any sweep, the periodic callback, and drop what
         the session held (so that a closed session's memory can be reclaimed)."""
         self.session.reset()
+        _LIVE.discard(id(self))
         for _, h in self._racers:
             h.stop()
         self._racers = []

@@ -62,7 +62,7 @@ def build_layout(dash, probe_rows):
     dash.runs_view = RunsView(dash)
     dash.tabs = pn.Tabs(("Train", train), ("Spectrum", spectrum), ("Landscape", landscape),
                         ("Sweep", dash.sweep_view.layout), ("Runs", dash.runs_view.layout),
-                        dynamic=False, sizing_mode="stretch_width", css_classes=["wb-tabs"])
+                        dynamic=True, sizing_mode="stretch_width", css_classes=["wb-tabs"])
     runs = TABS.index("Runs")
     dash.tabs.param.watch(lambda e: dash.runs_view.refresh() if e.new == runs else None, "active")
     main = pn.Column(dash.status, dash.tabs, sizing_mode="stretch_width", css_classes=["wb-main"])

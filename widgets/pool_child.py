@@ -4,6 +4,7 @@ in a thread, streams what is new (:func:`_delta`) about every ``SEND_EVERY_S`` (
 sends its record."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -27,6 +28,7 @@ def _warm():
 
 _warm()
 
+WORKER_NICE = 10          # worker processes run at this niceness (training is the background work)
 SEND_EVERY_S = 0.1        # a child sends what is new at most this often
 HEAVY_EVERY_S = 0.5       # ... and its probe values at most this often
 KILL_AFTER_S = 10.0       # a stopped child still alive after this long is killed (by the server)
@@ -86,6 +88,8 @@ def _child_main(conn, spec: dict, paused: bool, threads: int):
             conn.send(msg)
 
     try:
+        if WORKER_NICE:
+            os.nice(WORKER_NICE)        # the server (pages, clicks, Stop) comes first when the CPUs are busy
         import torch
         torch.set_num_threads(max(1, threads))
         from .runspec import PLANE_MIN_SNAPSHOTS, build_run, compute_plane

@@ -3,7 +3,7 @@ plus ``workbench app``, which serves the dashboard. This package sits above ever
 ``landscapes``, ``widgets``), so it is the one place a command may import the UI; the layers themselves never
 import upward (the import-linter contract in pyproject.toml).
 
-    workbench app [--port 5006] [--address 127.0.0.1] [--problem path/to/file.py:make_problem ...]
+    workbench app [--port 5006] [--address 127.0.0.1] [--workers 8] [--problem path/to/file.py:make_problem ...]
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def add_app_arguments(pa: argparse.ArgumentParser) -> None:
     pa.add_argument("--max-memory", type=_engine._megabytes, default=None, metavar="MB",
                     help="largest estimated memory of one run (model, optimizer state, history) the app starts; "
                          "default: $WORKBENCH_APP_MAX_MEMORY_MB or 2048")
+    pa.add_argument("--workers", type=_engine._int_arg("--workers", 1, 256), default=None, metavar="N",
+                    help="runs that train at once, each in its own worker process (more wait, queued); "
+                         "default: $WORKBENCH_APP_WORKERS or 8")
     pa.add_argument("--problem", action="append", default=None, metavar="FILE.py:FUNCTION",
                     help="offer your own problem: FUNCTION() in FILE.py returns a wb.Problem (e.g. from "
                          "wb.problems.custom); repeatable; the first is selected")
@@ -46,7 +49,7 @@ def cmd_app(args) -> int:
     try:
         serve(port=args.port, address=args.address, show=args.show, results_dir=args.results_dir,
               allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, problems=problems,
-              max_memory_mb=args.max_memory)
+              max_memory_mb=args.max_memory, workers=args.workers)
     except (ValueError, TypeError, OSError) as exc:
         return _engine._fail(_engine._one_line(exc))
     return 0
