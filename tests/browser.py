@@ -100,8 +100,12 @@ def plot_last_x(page, css=".wb-loss-plot", trace=0) -> float:
 
 
 def text_of(page, css) -> str:
-    """Visible text of a Panel pane (its shadow DOM, without <style> contents)."""
-    return page.locator(css).first.evaluate(
+    """Visible text of a Panel pane (its shadow DOM, without <style> contents); a pane in a card not opened yet is
+    revealed first (served pages fill collapsed cards when they are opened)."""
+    loc = page.locator(css).first
+    if loc.count() == 0:
+        loc = reveal(page, css, visible=False)
+    return loc.evaluate(
         "el => { const root = el.shadowRoot || el; const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);"
         " let out = ''; let n; while ((n = walker.nextNode())) {"
         " if (n.parentElement && n.parentElement.tagName === 'STYLE') continue; out += n.textContent; }"
@@ -137,28 +141,53 @@ _OPEN_CARDS = """el => {
 }"""
 
 
-def reveal(page, css):
+def _open_collapsed(page) -> int:
+    """Click the header of every collapsed card of the page (nested ones too); returns how many were opened."""
+    return page.evaluate("""() => { let opened = 0;
+      const visit = root => { root.querySelectorAll('*').forEach(el => {
+        if (el.classList.contains('card-header') && el.querySelector('.icon-tabler-chevron-right')) {
+          el.click(); opened++; }
+        if (el.shadowRoot) visit(el.shadowRoot); }); };
+      visit(document); return opened; }""")
+
+
+def reveal(page, css, timeout_s: float = 120.0, visible: bool = True):
     """Make the first element matching ``css`` visible: the sidebar groups are collapsible cards, some collapsed
-    until the user opens them, so a test opens them the way a user does (a click on each card's header)."""
+    until the user opens them, so a test opens them the way a user does (a click on each card's header). A served
+    page's collapsed cards receive their contents when first opened (widgets.layout.lazy_card): an element not on
+    the page yet is looked for by opening the collapsed cards, outermost first, until it is there (``visible=False``:
+    only until it is on the page, e.g. an empty pane)."""
     el = page.locator(css).first
+    deadline = time.time() + timeout_s
+    try:                                     # on the page already (or about to be: a form being rebuilt)
+        el.wait_for(state="attached", timeout=2000)
+    except Exception:
+        pass
+    while el.count() == 0:
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {css!r} (opened every card)")
+        if not _open_collapsed(page):
+            page.wait_for_timeout(200)
+        else:
+            page.wait_for_timeout(300)       # the opened cards' contents come from the server
     el.wait_for(state="attached")
-    if not el.is_visible():
+    if visible and not el.is_visible():
         el.evaluate(_OPEN_CARDS)
         el.wait_for(state="visible")
     return el
 
 
 def reveal_all(page):
-    """Open every collapsed card of the page (nested ones too)."""
-    for _ in range(3):
-        n = page.evaluate("""() => { let opened = 0;
-          const visit = root => { root.querySelectorAll('*').forEach(el => {
-            if (el.classList.contains('card-header') && el.querySelector('.icon-tabler-chevron-right')) {
-              el.click(); opened++; }
-            if (el.shadowRoot) visit(el.shadowRoot); }); };
-          visit(document); return opened; }""")
-        if not n:
-            return
+    """Open every collapsed card of the page (nested ones too; a lazily filled card's nested cards appear once its
+    contents arrived from the server)."""
+    quiet = 0
+    for _ in range(20):
+        if _open_collapsed(page):
+            quiet = 0
+        else:
+            quiet += 1
+            if quiet >= 3:
+                return
         page.wait_for_timeout(300)
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from browser import choose, click, reveal_all, set_text, text_of, wait_until
+from browser import choose, click, reveal, reveal_all, set_text, text_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def open_page(browser, server):
 def test_payload_typed_into_every_field(browser, server):
     page, dialogs = open_page(browser, server)
     choose(page, ".wb-problem", "spirals")                  # numeric problem options as well
-    page.locator(".wb-param-width input").wait_for(state="attached")
+    reveal(page, ".wb-param-width input")
     set_text(page, ".wb-param-steps", "20")                 # a record to export, so the file name is checked
     page.locator(".wb-run button").click()
     wait_until(lambda: "finished" in text_of(page, ".wb-status"), timeout=T, what="a short run")

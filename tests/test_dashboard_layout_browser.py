@@ -168,3 +168,28 @@ def test_nothing_overlaps_at_1280x800_and_run_is_above_the_fold(browser, server)
         side, main = box(page, ".wb-controls"), box(page, ".wb-main")
         assert overlap(side, main) == 0, tab
     page.close()
+
+
+def test_the_page_loads_lean_and_without_script_errors(browser, server):
+    """The served page leaves out MathJax and Bokeh's WebGL (widgets.app._lean_page_resources) and renders with no
+    script error; the collapsed cards fill when opened (widgets.layout.lazy_card)."""
+    import re
+    import urllib.request
+
+    html = urllib.request.urlopen(server.url, timeout=60).read().decode()
+    srcs = re.findall(r'src="([^"]+)"', html)
+    assert any("plotly" in s for s in srcs) and any("panel.min.js" in s for s in srcs), srcs
+    assert not any("bokeh-mathjax" in s or "bokeh-gl" in s for s in srcs), srcs
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(T * 1000)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server.url)
+    page.locator(".wb-run button").wait_for()
+    assert page.locator(".wb-probe-sharpness").count() == 0          # the Probes card is collapsed and empty
+    assert reveal(page, ".wb-probe-sharpness input").is_visible()
+    assert reveal(page, ".wb-export-name input").is_visible()
+    page.wait_for_timeout(500)
+    assert errors == [], errors
+    page.close()

@@ -349,3 +349,45 @@ def test_a_pool_run_says_finished_only_once_its_record_is_here(pool):
         time.sleep(0.001)
     assert h.status == "finished" and h.record is not None and h.record.sizes["step"] == 300
     assert "running" in seen
+
+
+def _thread_policies(pid: int) -> dict:
+    """{thread name: (scheduling policy, nice)} of process ``pid``, from /proc (Linux)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state): nice is field 19, policy field 41
+        out[int(tid)] = (int(fields[38]), int(fields[16]))
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+@pytest.mark.parametrize("priority", ["nice", "idle"])
+def test_a_pool_worker_yields_the_cpu_to_the_server(priority):
+    """Every worker runs at niceness 10; with priority "idle" its training thread is SCHED_IDLE too, while its main
+    thread, which answers Stop, stays an ordinary thread; the calling process is untouched."""
+    p = RunPool(max_workers=1, priority=priority)
+    s = Session(pool=p, problem="rosenbrock", optimizer="adam", hparams={"lr": 5e-3}, device="cpu", probes={},
+                run_options={"steps": LONG, "seed": 0, "batch_size": None})
+    h = s.start()
+    try:
+        wait_for(lambda: h.n >= 5, 30, "the first steps")
+        pol = _thread_policies(h.proc.pid)
+        assert pol[h.proc.pid] == (os.SCHED_OTHER, 10), pol
+        idle = [t for t, (policy, _) in pol.items() if policy == os.SCHED_IDLE]
+        assert (len(idle) >= 1) == (priority == "idle"), pol
+        assert all(n == 10 for _, n in pol.values()), pol
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER          # the calling process untouched
+        s.stop()
+        assert h.wait(10) and h.status == "stopped"
+    finally:
+        s.stop()
+        h.wait(10)
+        p.shutdown()
+
+
+def test_pool_rejects_a_bad_priority():
+    for bad in ("low", "", 3, None.__class__):
+        with pytest.raises(ValueError, match="worker priority must be one of nice, idle"):
+            RunPool(max_workers=1, priority=bad)

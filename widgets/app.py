@@ -20,7 +20,11 @@ def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: 
     stopped and its callbacks removed when its browser tab goes away. Sessions share the Problem objects, never a
     model: every run and view works on its own copy."""
     pn.extension("plotly", notifications=True)
-    dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb, pool=pool)
+    from .server_load import page_loading
+    token = object()
+    page_loading(token)            # the other sessions' live redraws wait while this page is built and rendered
+    dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb, pool=pool,
+                     lazy_cards=True)
     query = getattr(getattr(pn.state, "location", None), "search", "") or ""
     if not problems and not query.strip("?"):   # the first Run should show something worth seeing (presets stay
         dash.apply_preset(DEFAULT_PRESET, race=False)                                      # one click away)
@@ -34,10 +38,42 @@ def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: 
     tmpl.main.append(dash.layout[1])
     tmpl.dashboard = dash  # reachable for tests / debugging
     try:
-        pn.state.on_session_destroyed(lambda ctx: (dash.close(), _release_memory_soon()))
+        pn.state.onload(lambda: page_loading(token, False))
+        pn.state.on_session_destroyed(lambda ctx: (page_loading(token, False), dash.close(), _release_memory_soon()))
     except Exception:  # not in a served session (e.g. built in a notebook)
-        pass
+        page_loading(token, False)
     return tmpl
+
+
+LEAN_DROPPED = ("bokeh-mathjax", "bokeh-gl")   # panel.min.js imports bokeh-tables: it stays
+
+
+def _lean_page_resources() -> bool:
+    """Served pages leave out the BokehJS bundles the dashboard never uses: MathJax (1.8 MB; Panel adds it for any
+    HTML pane, which here renders no TeX) and Bokeh's WebGL (0.2 MB; plotly brings its own): 2 MB of the ~9 MB of
+    script a new page parses (the tables bundle stays: panel.min.js imports it). Patches ``panel.io.server.bundle_resources`` once, in the serving process
+    only (notebooks are untouched); returns False, leaving Panel's behaviour, when its internals are not as
+    expected."""
+    try:
+        import panel.io.server as pserver
+    except ImportError:
+        return False
+    orig = getattr(pserver, "bundle_resources", None)
+    if orig is None or getattr(orig, "_workbench_lean", False):
+        return orig is not None
+
+    def bundle_resources(roots, resources, *args, **kwargs):
+        try:
+            comps = list(resources.components)
+            resources = resources.clone(components=[c for c in comps if c not in LEAN_DROPPED])
+            kwargs.setdefault("enable_mathjax", False)
+        except (AttributeError, TypeError):
+            pass
+        return orig(roots, resources, *args, **kwargs)
+
+    bundle_resources._workbench_lean = True
+    pserver.bundle_resources = bundle_resources
+    return True
 
 
 def _release_memory_soon(delay_s: float = 3.0):
@@ -124,12 +160,14 @@ def check_listen(address: str, port: int) -> None:
 
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, results_dir: str | Path = "results",
           allow_websocket_origin=None, prefix: str = "", threaded: bool = False, problems=(),
-          max_memory_mb: float | None = None, workers: int | None = None, **kwargs):
+          max_memory_mb: float | None = None, workers: int | None = None, worker_priority: str | None = None,
+          **kwargs):
     """Serve the dashboard on ``address:port`` (127.0.0.1 by default); ``problems``: the user's ``wb.Problem``
     objects to offer (the first selected); ``max_memory_mb``: the largest estimated memory of one run a session
     may start (default ``$WORKBENCH_APP_MAX_MEMORY_MB`` or 2048; see :mod:`widgets.limits`). Blocks unless
     ``threaded=True``. ``workers``: runs that train at once, each in its own worker process (default
-    ``$WORKBENCH_APP_WORKERS`` or 8; later runs are queued and say so). A port in use or an address this machine cannot listen on is a ValueError before anything
+    ``$WORKBENCH_APP_WORKERS`` or 8; later runs are queued and say so); ``worker_priority``: "nice" or "idle" (see
+    ``widgets.pool.RunPool``). A port in use or an address this machine cannot listen on is a ValueError before anything
     else starts."""
     from .limits import max_memory_mb as _cap
 
@@ -139,8 +177,9 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, resu
     problems = list(problems or ())
     Dashboard._user_problems(problems)      # TypeError for anything that is not a Problem, before serving
     from .pool import RunPool
-    pool = RunPool(max_workers=workers)     # ValueError for a bad count, before anything starts
+    pool = RunPool(max_workers=workers, priority=worker_priority)   # ValueError for a bad value, before anything
     check_listen(address, port)
+    _lean_page_resources()
     _warm_up(pool)
     server = None
     origins = list(allow_websocket_origin or []) + [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]

@@ -39,7 +39,8 @@ from . import views as V
 from .dashboard_files import FilesMixin
 from .dashboard_forms import FormsMixin
 from .dashboard_link import URL_PARAMS, LinkMixin
-from .dashboard_live import _LIVE, READY, LiveMixin
+from .dashboard_live import READY, LiveMixin
+from .server_load import _LIVE
 from .files import list_records
 from .forms import ParamForm
 from .presets import PRESETS
@@ -83,8 +84,10 @@ class Dashboard(FormsMixin, LinkMixin, FilesMixin, LiveMixin, pn.viewable.Viewer
     """
 
     def __init__(self, problem: str | None = None, optimizer: str = "adam", results_dir: str | Path = "results",
-                 device: str = "auto", problems=(), max_memory_mb: float | None = None, pool=None, **params):
+                 device: str = "auto", problems=(), max_memory_mb: float | None = None, pool=None,
+                 lazy_cards: bool = False, **params):
         super().__init__(**params)
+        self._lazy_cards = bool(lazy_cards)
         from . import limits as L
         self.results_dir = Path(results_dir)
         self.max_memory_mb = L.max_memory_mb(max_memory_mb)     # per run; see widgets.limits
@@ -186,7 +189,7 @@ class Dashboard(FormsMixin, LinkMixin, FilesMixin, LiveMixin, pn.viewable.Viewer
             self.set_device(device)
         self._controls_changed()
         from .layout import build_layout
-        self.layout = build_layout(self, probe_rows)
+        self.layout = build_layout(self, probe_rows, lazy=self._lazy_cards)
 
     def __panel__(self):
         return self.layout

@@ -14,21 +14,14 @@ from . import views as V
 from .runspec import PLANE_MIN_SNAPSHOTS, compute_plane
 from .safe import Markup
 from .safe import text as escape
+from .server_load import _LIVE, loading_now, render_every
 
 __all__ = ["LiveMixin", "READY", "POLL_MS"]
 
 POLL_MS = 250
 FAST_POLL_MS, FAST_START_S = 100, 2.0    # the first seconds of a run: polled and drawn at 10 Hz (it moves most then)
 LIGHT_EVERY_S = 0.5         # later the loss view re-renders at most this often: the browser's re-render costs as
-                            # much CPU as training on a small machine (measured) ...
-SHARED_LIVE = 2             # ... times (live sessions in this process / SHARED_LIVE) once more are live: six
-                            # sessions drawing at 2 Hz each kept a 2-core server too busy to serve a new page
-_LIVE: set = set()          # ids of the dashboards with a live run in this process
-
-
-def render_every(base: float) -> float:
-    """``base`` stretched by how many sessions of this process are drawing a live run now."""
-    return base * max(1.0, len(_LIVE) / SHARED_LIVE)
+                            # much CPU as training on a small machine (measured); see widgets.server_load
 HEAVY_EVERY_S = 1.0         # the heavier views re-render at most this often
 PLANE_EVERY_S = 4.0         # the PCA-plane surface is recomputed (off the UI thread) at most this often
 READY = Markup("Ready. Pick a problem and an optimizer (or a preset), then press <b>Run</b>.")
@@ -129,7 +122,7 @@ class LiveMixin:
             else:
                 _LIVE.add(id(self))
             if not done and not starting and self._shown > 0 and waiting == self._waiting_shown \
-                    and now - self._last_light < render_every(LIGHT_EVERY_S):
+                    and (now - self._last_light < render_every(LIGHT_EVERY_S) or loading_now()):
                 return
             self._last_light = now
             heavy = done or now - self._last_heavy >= render_every(HEAVY_EVERY_S)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import panel as pn
 
-__all__ = ["build_layout", "TABS"]
+__all__ = ["build_layout", "lazy_card", "TABS"]
 
 TABS = ("Train", "Spectrum", "Landscape", "Sweep", "Runs")
 _CELL = {"flex": "1 1 460px", "min-width": "360px"}
@@ -20,28 +20,44 @@ def _grid(*panes):
                       css_classes=["wb-grid"])
 
 
-def build_layout(dash, probe_rows):
+def lazy_card(*objects, **kwargs):
+    """A collapsed ``pn.Card`` whose contents join it when it is first opened: a served page then sends and renders
+    only the groups that are open (the collapsed Probes, Pinned runs, Files and option cards are ~40% of the
+    sidebar's models). The widgets exist from the start and keep their values; only their views wait."""
+    card = pn.Card(**{**kwargs, "collapsed": True})
+
+    def attach(event):
+        if not event.new and not card.objects:
+            card.objects = list(objects)
+
+    card.param.watch(attach, "collapsed")
+    return card
+
+
+def build_layout(dash, probe_rows, lazy: bool = False):
     """``pn.Row(sidebar, main)`` for ``dash`` (a ``widgets.dashboard.Dashboard``); sets ``dash.sweep_view``,
-    ``dash.runs_view`` and ``dash.tabs``."""
+    ``dash.runs_view`` and ``dash.tabs``. ``lazy``: collapsed cards get their contents when first opened (served
+    pages; see :func:`lazy_card`)."""
     card = dict(collapsed=True, sizing_mode="stretch_width", margin=(4, 0))
     open_card = dict(card, collapsed=False)
+    Closed = lazy_card if lazy else pn.Card
     controls = pn.Column(
         pn.Row(dash.run_button, dash.pause_button, dash.step_button, dash.stop_button, margin=0),
         pn.Row(dash.reset_button, dash.pin_button, dash.clear_pins_button, margin=0),
         dash.error,
         pn.Card(dash.preset_select, dash.preset_button, dash.preset_doc, title="Preset", **open_card,
                 css_classes=["wb-card-preset"]),
-        pn.Card(dash.problem_select, dash.problem_note, pn.Card(dash.problem_box, title="problem options", **card),
+        pn.Card(dash.problem_select, dash.problem_note, Closed(dash.problem_box, title="problem options", **card),
                 title="Problem", **open_card, css_classes=["wb-card-problem"]),
-        pn.Card(dash.optimizer_select, dash.hparam_box, pn.Card(dash.schedule_form.layout, title="lr schedule",
+        pn.Card(dash.optimizer_select, dash.hparam_box, Closed(dash.schedule_form.layout, title="lr schedule",
                                                                 **card),
                 title="Optimizer", **open_card, css_classes=["wb-card-optimizer"]),
         pn.Card(dash.device_select, dash.device_error, dash.run_form.layout, title="Run options", **open_card,
                 css_classes=["wb-card-run"]),
-        pn.Card(pn.Column(*probe_rows, sizing_mode="stretch_width"), title="Probes (what to measure, how often)",
+        Closed(pn.Column(*probe_rows, sizing_mode="stretch_width"), title="Probes (what to measure, how often)",
                 **card, css_classes=["wb-card-probes"]),
-        pn.Card(dash.pins_text, title="Pinned runs", **card, css_classes=["wb-card-pins"]),
-        pn.Card(dash.export_name, dash.export_button, dash.export_png,
+        Closed(dash.pins_text, title="Pinned runs", **card, css_classes=["wb-card-pins"]),
+        Closed(dash.export_name, dash.export_button, dash.export_png,
                 pn.Row(dash.load_select, pn.Column(pn.Spacer(height=18), pn.Row(dash.load_button, dash.refresh_button,
                                                                                 margin=0), margin=0), margin=0),
                 dash.file_status, dash.file_error, title="Files", **card, css_classes=["wb-card-files"]),

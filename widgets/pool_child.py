@@ -28,10 +28,44 @@ def _warm():
 
 _warm()
 
-WORKER_NICE = 10          # worker processes run at this niceness (training is the background work)
+WORKER_NICE = 10          # worker processes run at this niceness (training is the background work) ...
+WORKER_PRIORITIES = ("nice", "idle")   # ... and with "idle" their training threads under Linux's SCHED_IDLE
+                          # (see widgets.pool.RunPool's priority)
 SEND_EVERY_S = 0.1        # a child sends what is new at most this often
 HEAVY_EVERY_S = 0.5       # ... and its probe values at most this often
 KILL_AFTER_S = 10.0       # a stopped child still alive after this long is killed (by the server)
+
+
+def _background():
+    """Make the calling thread (and the threads it starts later) SCHED_IDLE on Linux; elsewhere it keeps the
+    process's niceness ``WORKER_NICE``. Returns the policy it has."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))     # pid 0: this thread, on Linux
+            return "idle"
+        except OSError:
+            pass
+    return "nice"
+
+
+def _start_in_background(run):
+    """Start ``run``'s training thread from a thread that made itself background work (it inherits that), so the
+    training gets the CPU the server and its pages leave while this process's main thread, which answers Stop,
+    Pause and swaps and streams the deltas, stays at niceness ``WORKER_NICE``."""
+    err = []
+
+    def go():
+        try:
+            _background()
+            run.start()
+        except BaseException as exc:  # said by the caller
+            err.append(exc)
+
+    t = threading.Thread(target=go, name="workbench-start", daemon=True)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
 
 
 # ---------------------------------------------------------------------------------
@@ -79,7 +113,7 @@ def _delta(tracker, sent: _Sent, ctl: _Control, waiting: bool) -> dict | None:
     return {"cols": cols, "probes": probes, "path": path, "meta": meta}
 
 
-def _child_main(conn, spec: dict, paused: bool, threads: int):
+def _child_main(conn, spec: dict, paused: bool, threads: int, priority: str = "nice"):
     """A worker process: build the run from ``spec``, train it in a thread, stream, obey orders."""
     send_lock = threading.Lock()
 
@@ -105,7 +139,8 @@ def _child_main(conn, spec: dict, paused: bool, threads: int):
                       "label": f"{run.optimizer_name} lr={run.hparams.get('lr', float('nan')):.3g}",
                       "optimizer": run.config["optimizer"], "batch_size": run.batch_size}))
     tracker = RunTracker(run)
-    ctl = _Control(run, paused=paused)       # started now, or at the first Resume/Step when paused
+    ctl = _Control(run, paused=paused,                  # started now, or at the first Resume/Step
+                   start=_start_in_background if priority == "idle" else None)
     sent = _Sent()
     last_send = last_heavy = 0.0
 

@@ -88,10 +88,12 @@ def _one_line(exc: BaseException) -> str:
 
 class _Control:
     """Drives a ``wb.Run`` through its gate. A run created paused is not started until its first Resume or Step
-    (or Stop), so that it does no update before that."""
+    (or Stop), so that it does no update before that. ``start``: how to start it (default ``run.start()``; the
+    worker pool's children start it from a background-priority thread)."""
 
-    def __init__(self, run, paused: bool = False):
+    def __init__(self, run, paused: bool = False, start=None):
         self.run = run
+        self._start_run = start or (lambda r: r.start())
         self.gate = Gate(paused=paused)
         run.callback = self.gate
         self._start_lock = threading.Lock()
@@ -103,7 +105,7 @@ class _Control:
         with self._start_lock:
             if not self.started:
                 self.started = True
-                self.run.start()
+                self._start_run(self.run)
 
     @property
     def waiting(self) -> bool:
