@@ -342,12 +342,77 @@ def _tf32_enabled(device: torch.device) -> bool:
         return torch.get_float32_matmul_precision() != "highest" or bool(torch.backends.cudnn.allow_tf32)
 
 
+class _FrozenKinks:
+    """Freezes the kinks of piecewise-linear modules at θ for finite differences of gradients: every ``nn.ReLU``
+    keeps the sign pattern of its input at θ and every ``nn.MaxPool1d/2d/3d`` the argmax it chose at θ, so
+    g(θ + εv) is the gradient of the polynomial piece of the loss that contains θ, whose derivative at θ is exactly
+    the Hessian that double backward computes (ReLU' = 1[x > 0], ReLU'' = 0, pooling routed to its argmax). Without
+    it a difference product steps across kinks: ~4% off along the top eigenvector, 276% in a random direction
+    (fashion-cnn, width 16, 256 examples, float32; frozen: 0.27%).
+    ``record`` passes store the patterns per batch, ``apply`` passes use them; modules of other types (F.relu in a
+    forward, GELU, ...) are left as they are (smooth ones need nothing). An in-place ReLU is made out-of-place while
+    the hooks are on and restored after."""
+
+    TYPES = (torch.nn.ReLU, torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d)
+
+    def __init__(self, model):
+        self.mods = [m for m in model.modules() if type(m) in self.TYPES and not getattr(m, "return_indices", False)]
+        self.store: dict = {}
+        self.mode = None
+        self.batch = 0
+        self._handles: list = []
+        self._inplace: list = []
+
+    def __bool__(self):
+        return bool(self.mods)
+
+    def __enter__(self):
+        for j, m in enumerate(self.mods):
+            if isinstance(m, torch.nn.ReLU) and m.inplace:
+                self._inplace.append(m)
+                m.inplace = False
+            self._handles.append(m.register_forward_hook(self._hook(j)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        for m in self._inplace:
+            m.inplace = True
+        self._handles, self._inplace = [], []
+        return False
+
+    def _hook(self, j):
+        def hook(mod, inputs, out):
+            x = inputs[0]
+            key = (self.batch, j)
+            relu = isinstance(mod, torch.nn.ReLU)
+            nd = {torch.nn.MaxPool1d: 1, torch.nn.MaxPool2d: 2, torch.nn.MaxPool3d: 3}.get(type(mod))
+            if self.mode == "record":
+                if relu:
+                    self.store[key] = x.detach() > 0
+                elif x.dim() == nd + 2:
+                    pool = (torch.nn.functional.max_pool1d, torch.nn.functional.max_pool2d,
+                            torch.nn.functional.max_pool3d)[nd - 1]
+                    _, idx = pool(x.detach(), mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                                  ceil_mode=mod.ceil_mode, return_indices=True)
+                    self.store[key] = idx
+                return None
+            if self.mode == "apply" and key in self.store:
+                m = self.store[key]
+                if relu:
+                    return x * m
+                return x.flatten(2).gather(2, m.flatten(2)).view(m.shape)
+            return None
+        return hook
+
+
 class _GradientAt:
     """g(θ + s): the gradient of the (batch-size weighted) mean loss over ``data`` at the parameters shifted by a flat
     vector ``s``, by ``torch.func.functional_call`` (the model's own parameters are never written). Evaluated in
     ``mode`` with the model's mode flags, buffers and RNG restored afterwards, dropout masks seeded by ``seed``."""
 
-    def __init__(self, model, loss, data, mode, seed=0, batch_size=None):
+    def __init__(self, model, loss, data, mode, seed=0, batch_size=None, freeze_kinks=False):
         from ..curvature._common import as_batches
         self.model, self.mode, self.seed = model, mode, int(seed)
         self.sel = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -359,11 +424,32 @@ class _GradientAt:
         self.batches = _chunked(batches, batch_size)
         self.weights = [b[0].shape[0] / self.n_examples for b in self.batches]
         self.wrapper = _LossModule(model, loss)
+        self.kinks = _FrozenKinks(model) if freeze_kinks else None
+        self.kinks_recorded = False
         self.count = 0
         self.theta_norm = float(torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(p.detach().float()) for _, p in self.sel])))
 
+    def record_kinks(self) -> None:
+        """One forward pass at θ per batch (no gradient) storing the ReLU and max-pool patterns (see
+        :class:`_FrozenKinks`); done at most once, and not at all when the model has no such module."""
+        if not self.kinks or self.kinks_recorded:
+            return
+        names = {"m." + n: p.detach() for n, p in self.sel}
+        with _no_tf32(self.device), self.kinks, torch.no_grad():
+            self.kinks.mode = "record"
+            for i, b in enumerate(self.batches):
+                self.kinks.batch = i
+                with preserved(self.model, self.mode, self.seed + 1000003 * i):
+                    torch.func.functional_call(self.wrapper, names, (b,))
+        self.kinks_recorded = True
+
     def __call__(self, shift: torch.Tensor | None = None) -> torch.Tensor:
+        import contextlib
+        if self.kinks and not self.kinks_recorded and shift is not None:
+            self.record_kinks()
+        if self.kinks:
+            self.kinks.mode = "apply" if self.kinks_recorded else "record"
         leaves, o = [], 0
         for (_, p), m in zip(self.sel, self.numels):
             t = p.detach()
@@ -373,8 +459,10 @@ class _GradientAt:
             o += m
         names = {"m." + n: t for (n, _), t in zip(self.sel, leaves)}
         flat = None
-        with _no_tf32(self.device):
+        with _no_tf32(self.device), (self.kinks if self.kinks else contextlib.nullcontext()):
             for i, (b, w) in enumerate(zip(self.batches, self.weights)):
+                if self.kinks:
+                    self.kinks.batch = i
                 with preserved(self.model, self.mode, self.seed + 1000003 * i), torch.enable_grad():
                     L = torch.func.functional_call(self.wrapper, names, (b,))
                     if L.dim() != 0:
@@ -383,6 +471,8 @@ class _GradientAt:
                 g = torch.cat([(torch.zeros_like(t) if gi is None else gi).reshape(-1) for t, gi in zip(leaves, gs)])
                 flat = g * w if flat is None else flat + g * w
         self.count += 1
+        if self.kinks and not self.kinks_recorded:
+            self.kinks_recorded = True          # the pass at θ just recorded the patterns
         if not bool(torch.isfinite(flat).all()):
             raise FloatingPointError("gradient produced non-finite values (nan/inf): the loss or model is not "
                                      "finite at these parameters")
@@ -391,7 +481,7 @@ class _GradientAt:
 
 def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torch.Tensor | None = None,
                                  difference: str = "forward", fd_step: float = FD_STEP, seed: int = 0,
-                                 batch_size: int | None = None):
+                                 batch_size: int | None = None, freeze_kinks: bool = True):
     """The Hessian of the mean loss over ``data`` as a :class:`~workbench.curvature.LinearOperator` whose products
     are finite differences of gradients (no second-order graph):
 
@@ -410,6 +500,12 @@ def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torc
     splits each batch into microbatches of at most that many examples (weighted by size; memory: one gradient's
     activations for one microbatch, plus three parameter-sized vectors).
 
+    ``freeze_kinks`` (default True): ``nn.ReLU`` and ``nn.MaxPool*d`` modules keep the pattern they had at θ in the
+    shifted gradients (:class:`_FrozenKinks`; one extra forward pass at θ when ``g0`` is given, plus a bool per
+    ReLU input and an index per pooled output), so products on piecewise-linear nets equal double-backward ones up
+    to the difference error instead of missing by ~4% where a step crosses a kink; ``F.relu`` inside a forward is
+    not seen (use modules).
+
     ``op.gradient()`` returns g(θ) (``g0``, or computed once). Attributes: ``n_matvec`` (products), ``grad.count`` (gradient evaluations, g(θ) included when computed here),
     ``eps_rule`` (the step rule and ‖θ‖ as text). The model is never modified (parameters are substituted functionally; mode, buffers and RNG are
     restored).
@@ -417,7 +513,8 @@ def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torc
     check_choice("difference", difference, FD_DIFFERENCES)
     fd_step = check_float("fd_step", fd_step, 0.0, 1e3, low_inclusive=False)
     batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
-    grad = _GradientAt(model, loss, data, mode, seed, batch_size)
+    freeze_kinks = check_bool("freeze_kinks", freeze_kinks)
+    grad = _GradientAt(model, loss, data, mode, seed, batch_size, freeze_kinks=freeze_kinks)
     n = grad.size
     u = torch.finfo(grad.dtype).eps
     scale = fd_step * math.sqrt(u) * (1.0 + grad.theta_norm)
@@ -541,8 +638,11 @@ class Sharpness(_CurvatureProbe):
     ``<name>_gradients`` (gradient evaluations), ``<name>_cold`` (1 for a cold solve) and ``<name>_fallback``;
     ``<name>_hvps`` counts the finite-difference products (plus exact ones after a fallback). When the differences
     cannot meet ``tol`` within 20 (warm) / 80 (cold) products the call is solved with exact products instead
-    (``<name>_fallback`` = 1): on ReLU/max-pool nets the kinks put ~4% error in a difference product (fashion-cnn,
-    measured), so there every call falls back and fast mode costs more than exact — use it on smooth models.
+    (``<name>_fallback`` = 1). On ReLU/max-pool nets the shifted gradients keep the activation pattern and pooling
+    argmax of θ (``freeze_kinks`` of :func:`gradient_difference_operator`; one extra forward pass per call when the
+    training step's gradient is reused): unfrozen, a difference product stepped across kinks and every call fell
+    back (fashion-cnn, 256 examples, every 10: 4.62x the untracked run); frozen, no call falls back, 1.83x against
+    2.43x for exact tracking in the same process, largest difference to exact 0.5%, to the tight reference 0.12%.
 
     ``batch_size`` / ``max_memory`` (every curvature probe): the Hessian operators (and fast mode's gradients) run
     over microbatches of at most ``batch_size`` examples, or the size a ``max_memory`` budget picks (planned once,
@@ -788,7 +888,8 @@ class Sharpness(_CurvatureProbe):
             "difference": self.difference, "fd_step": self.fd_step, "gradient_start": int(self.gradient_start),
             "fast_rule": f"Hessian-vector products by {self.difference} differences of gradients, eps = "
                          f"{self.fd_step:g} sqrt(u) (1 + |theta|) / |v| (u the unit roundoff); the training step's "
-                         "gradient reused as g(theta) when it is the probe's; warm calls refine the previous "
+                         "gradient reused as g(theta) when it is the probe's; nn.ReLU patterns and nn.MaxPool argmaxes "
+                         "frozen at theta in the shifted gradients; warm calls refine the previous "
                          f"top-{self.k + self.guard} vectors" + (" and the gradient" if self.gradient_start else "")
                          + " by Rayleigh-Ritz until the residual is at most "
                          f"tol |lambda|; a cold solve every {self.refresh or 'never'}-th call"}
