@@ -1,12 +1,10 @@
-"""What a served page costs: collapsed sidebar cards are filled when first opened (widgets.layout.lazy_card), the
-BokehJS bundles the dashboard never uses are left out of the page (widgets.app._lean_page_resources), and a page
-being loaded holds back the other sessions' live redraws for at most LOAD_HOLD_S (widgets.server_load)."""
+"""What a served page costs: collapsed sidebar cards are filled when first opened (widgets.layout.lazy_card), and
+the BokehJS bundles the dashboard never uses are left out of the page (widgets.app._lean_page_resources)."""
 from __future__ import annotations
 
 import panel as pn
 from bokeh.document import Document
 
-from widgets import server_load as L
 from widgets.dashboard import Dashboard
 from widgets.layout import lazy_card
 
@@ -64,20 +62,3 @@ def test_the_served_page_leaves_out_mathjax_and_bokeh_webgl(tmp_path):
         assert "bokeh-widgets" in js and "bokeh-tables" in js           # what panel.min.js needs stays
     finally:
         pserver.bundle_resources = before
-
-
-def test_a_loading_page_holds_live_redraws_for_at_most_the_hold(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(L.time, "perf_counter", lambda: now[0])
-    monkeypatch.setattr(L, "_LOADING", {})
-    assert not L.loading_now()
-    tok = object()
-    L.page_loading(tok)
-    assert L.loading_now()
-    now[0] += L.LOAD_HOLD_S / 2
-    assert L.loading_now()
-    L.page_loading(tok, False)
-    assert not L.loading_now()
-    L.page_loading(tok)
-    now[0] += L.LOAD_HOLD_S + 0.1                                   # a page that never said it loaded
-    assert not L.loading_now() and not L._LOADING

@@ -30,8 +30,8 @@ def test_choose_optimizer_set_lr_run_grow_stop(browser, server):
     later = wait_until(lambda: (x := plot_last_x(page)) > first and x, what="the loss trace to grow")
     assert later > first
     assert "running" in text_of(page, ".wb-status") and "sgd" in text_of(page, ".wb-status")
-    # the 2D path view follows the run as well
-    assert plot_points(page, ".wb-path-plot", trace=-1) > 1
+    # the 2D path view follows the run as well (the heavier views redraw about once a second)
+    wait_until(lambda: plot_points(page, ".wb-path-plot", trace=-1) > 1, timeout=30, what="the path to grow")
     page.locator(".wb-stop button").click()
     try:
         wait_until(lambda: "stopped" in text_of(page, ".wb-status"), timeout=30, what="status 'stopped'")

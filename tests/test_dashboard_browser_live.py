@@ -205,7 +205,13 @@ def test_export_load_round_trip_and_traversal_rejected(browser, server):
     set_text(page, ".wb-param-steps", "60")
     page.locator(".wb-run button").click()
     wait_until(lambda: "finished" in text_of(page, ".wb-status"), timeout=T, what="short run")
-    n = plot_points(page)
+    seen = []                                  # the plot's last redraw may land just after the status
+
+    def settled():
+        seen.append(plot_points(page))
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3] and seen[-1] > 0
+    wait_until(settled, timeout=T, interval=0.3, what="the finished run's curve to settle")
+    n = seen[-1]
     set_text(page, ".wb-export-name", "../../escape")
     click(page, ".wb-export")
     wait_until(lambda: "not allowed" in text_of(page, ".wb-file-error"), timeout=T, what="traversal rejected")

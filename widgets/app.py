@@ -20,9 +20,6 @@ def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: 
     stopped and its callbacks removed when its browser tab goes away. Sessions share the Problem objects, never a
     model: every run and view works on its own copy."""
     pn.extension("plotly", notifications=True)
-    from .server_load import page_loading
-    token = object()
-    page_loading(token)            # the other sessions' live redraws wait while this page is built and rendered
     dash = Dashboard(results_dir=results_dir, problems=problems, max_memory_mb=max_memory_mb, pool=pool,
                      lazy_cards=True)
     query = getattr(getattr(pn.state, "location", None), "search", "") or ""
@@ -38,10 +35,9 @@ def create_app(results_dir: str | Path = "results", problems=(), max_memory_mb: 
     tmpl.main.append(dash.layout[1])
     tmpl.dashboard = dash  # reachable for tests / debugging
     try:
-        pn.state.onload(lambda: page_loading(token, False))
-        pn.state.on_session_destroyed(lambda ctx: (page_loading(token, False), dash.close(), _release_memory_soon()))
+        pn.state.on_session_destroyed(lambda ctx: (dash.close(), _release_memory_soon()))
     except Exception:  # not in a served session (e.g. built in a notebook)
-        page_loading(token, False)
+        pass
     return tmpl
 
 

@@ -14,7 +14,7 @@ from . import views as V
 from .runspec import PLANE_MIN_SNAPSHOTS, compute_plane
 from .safe import Markup
 from .safe import text as escape
-from .server_load import _LIVE, loading_now, render_every
+from .server_load import _LIVE, render_every
 
 __all__ = ["LiveMixin", "READY", "POLL_MS"]
 
@@ -122,7 +122,7 @@ class LiveMixin:
             else:
                 _LIVE.add(id(self))
             if not done and not starting and self._shown > 0 and waiting == self._waiting_shown \
-                    and (now - self._last_light < render_every(LIGHT_EVERY_S) or loading_now()):
+                    and now - self._last_light < render_every(LIGHT_EVERY_S):
                 return
             self._last_light = now
             heavy = done or now - self._last_heavy >= render_every(HEAVY_EVERY_S)
