@@ -46,13 +46,19 @@ def open_page(context, url):
     return page, time.perf_counter() - t0
 
 
+def choose_optimizer(page, optimizer):
+    """Choose ``optimizer`` and wait until the page shows its hyperparameter form (the server rebuilds the form;
+    under load that takes longer than any fixed wait, and an lr typed into the old form is lost: the run then
+    starts at the new optimizer's default lr)."""
+    choose(page, ".wb-optimizer", optimizer)
+    page.locator(f".wb-hparams-{optimizer} .wb-param-lr input").wait_for()
+
+
 def start_run(page, optimizer, lr):
     """Choose ``optimizer`` at ``lr`` for a run that only ends when stopped, press Run; returns the seconds from
     the click to the first point on the loss plot, and the status text then."""
-    choose(page, ".wb-optimizer", optimizer)
-    wait_until(lambda: page.locator(".wb-param-lr input").count() == 1, timeout=T, what="the optimizer's form")
-    page.wait_for_timeout(300)                           # the form is rebuilt for the new optimizer
-    set_text(page, ".wb-param-lr", lr)
+    choose_optimizer(page, optimizer)
+    set_text(page, f".wb-hparams-{optimizer} .wb-param-lr", lr)
     set_text(page, ".wb-param-steps", LONG)
     t0 = time.perf_counter()
     page.locator(".wb-run button").click()
@@ -105,9 +111,8 @@ def measure(browser, server_url: str, server_pid: int, sessions: int = 6, cycles
     q_ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     queued, _ = open_page(q_ctx, server_url)
     opt_q, lr_q = OPTIMIZERS[sessions + 1]
-    choose(queued, ".wb-optimizer", opt_q)
-    queued.wait_for_timeout(300)
-    set_text(queued, ".wb-param-lr", lr_q)
+    choose_optimizer(queued, opt_q)
+    set_text(queued, f".wb-hparams-{opt_q} .wb-param-lr", lr_q)
     queued.locator(".wb-run button").click()
     out["queued_status"] = wait_until(lambda: (s := text_of(queued, ".wb-status")) and "queued" in s and s,
                                       timeout=T, what="the queued status")

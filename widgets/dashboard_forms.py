@@ -181,7 +181,8 @@ class FormsMixin:
 
     def _build_hparam_form(self, values=None):
         name = self.optimizer_select.value
-        self.hparam_form = ParamForm(wb.optimizers.schema(name), owner=f"optimizer {name!r}", values=values)
+        self.hparam_form = ParamForm(wb.optimizers.schema(name), owner=f"optimizer {name!r}", values=values,
+                                     css_class=f"wb-hparams-{name}")     # which optimizer's form the page shows
         self.hparam_form.on_change(self._hparam_changed)
         self.hparam_box[:] = [self.hparam_form.layout]
 

@@ -53,7 +53,8 @@ class ParamForm:
     """A column of widgets for ``specs``; ``values()`` returns validated values or raises ValueError (and shows
     every field's error beside it). ``on_change(callback)`` is called with (name, value) on valid edits."""
 
-    def __init__(self, specs: Sequence[Param], owner: str, values: dict | None = None, css_prefix: str = "wb"):
+    def __init__(self, specs: Sequence[Param], owner: str, values: dict | None = None, css_prefix: str = "wb",
+                 css_class: str | None = None):
         self.specs = list(specs)
         self.owner = owner
         self.widgets: dict[str, Any] = {}
@@ -80,7 +81,8 @@ class ParamForm:
             self.widgets[p.name] = w
             self.errors[p.name] = err
             rows += [w, err]
-        self.layout = pn.Column(*rows, sizing_mode="stretch_width", margin=0)
+        self.layout = pn.Column(*rows, sizing_mode="stretch_width", margin=0,
+                                css_classes=[css_class] if css_class else [])
 
     def on_change(self, cb: Callable[[str, Any], None]) -> None:
         self._callbacks.append(cb)
