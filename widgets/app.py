@@ -47,9 +47,9 @@ LEAN_DROPPED = ("bokeh-mathjax", "bokeh-gl")   # panel.min.js imports bokeh-tabl
 def _lean_page_resources() -> bool:
     """Served pages leave out the BokehJS bundles the dashboard never uses: MathJax (1.8 MB; Panel adds it for any
     HTML pane, which here renders no TeX) and Bokeh's WebGL (0.2 MB; plotly brings its own): 2 MB of the ~9 MB of
-    script a new page parses (the tables bundle stays: panel.min.js imports it). Patches ``panel.io.server.bundle_resources`` once, in the serving process
-    only (notebooks are untouched); returns False, leaving Panel's behaviour, when its internals are not as
-    expected."""
+    script a new page parses (the tables bundle stays: panel.min.js imports it). Patches
+    ``panel.io.server.bundle_resources`` once, in the serving process only (notebooks are untouched); returns False,
+    leaving Panel's behaviour, when its internals are not as expected."""
     try:
         import panel.io.server as pserver
     except ImportError:

@@ -87,7 +87,6 @@ class Dashboard(FormsMixin, LinkMixin, FilesMixin, LiveMixin, pn.viewable.Viewer
                  device: str = "auto", problems=(), max_memory_mb: float | None = None, pool=None,
                  lazy_cards: bool = False, **params):
         super().__init__(**params)
-        self._lazy_cards = bool(lazy_cards)
         from . import limits as L
         self.results_dir = Path(results_dir)
         self.max_memory_mb = L.max_memory_mb(max_memory_mb)     # per run; see widgets.limits
@@ -189,7 +188,7 @@ class Dashboard(FormsMixin, LinkMixin, FilesMixin, LiveMixin, pn.viewable.Viewer
             self.set_device(device)
         self._controls_changed()
         from .layout import build_layout
-        self.layout = build_layout(self, probe_rows, lazy=self._lazy_cards)
+        self.layout = build_layout(self, probe_rows, lazy=bool(lazy_cards))
 
     def __panel__(self):
         return self.layout

@@ -280,9 +280,9 @@ class RunPool:
     where it exists: children fork from a server that imported torch and the workbench once). ``priority``: how a
     worker yields the CPU to the server (default ``$WORKBENCH_WORKER_PRIORITY`` or "nice"): "nice" runs the worker at
     niceness 10 (about a tenth of a core's share against one busy ordinary process); "idle" also puts its training
-    thread under Linux's SCHED_IDLE, so it trains only on CPU time nothing else wants (on a dedicated 2-core server
-    with six runs a new page loaded in 4.3 s instead of 5.6 s; on a machine shared with other busy work the runs
-    nearly stop, hence not the default)."""
+    thread under Linux's SCHED_IDLE, so it trains only on CPU time nothing else wants (on a 2-core server with six
+    runs a new page loaded in 3.4 s instead of 4.1 s, benchmarks/dashboard_load.py; on a machine shared with other
+    busy work the runs nearly stop, hence not the default)."""
 
     def __init__(self, max_workers: int | None = None, context: str | None = None, priority: str | None = None):
         if max_workers is None:

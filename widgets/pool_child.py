@@ -38,14 +38,12 @@ KILL_AFTER_S = 10.0       # a stopped child still alive after this long is kille
 
 def _background():
     """Make the calling thread (and the threads it starts later) SCHED_IDLE on Linux; elsewhere it keeps the
-    process's niceness ``WORKER_NICE``. Returns the policy it has."""
+    process's niceness ``WORKER_NICE``."""
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))     # pid 0: this thread, on Linux
-            return "idle"
         except OSError:
             pass
-    return "nice"
 
 
 def _start_in_background(run):

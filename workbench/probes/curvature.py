@@ -353,10 +353,13 @@ class _FrozenKinks:
     forward, GELU, ...) are left as they are (smooth ones need nothing). An in-place ReLU is made out-of-place while
     the hooks are on and restored after."""
 
-    TYPES = (torch.nn.ReLU, torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d)
+    POOLS = {torch.nn.MaxPool1d: (1, torch.nn.functional.max_pool1d),    # module type -> (spatial dims, function)
+             torch.nn.MaxPool2d: (2, torch.nn.functional.max_pool2d),
+             torch.nn.MaxPool3d: (3, torch.nn.functional.max_pool3d)}
 
     def __init__(self, model):
-        self.mods = [m for m in model.modules() if type(m) in self.TYPES and not getattr(m, "return_indices", False)]
+        self.mods = [m for m in model.modules() if (type(m) is torch.nn.ReLU or type(m) in self.POOLS)
+                     and not getattr(m, "return_indices", False)]
         self.store: dict = {}
         self.mode = None
         self.batch = 0
@@ -386,14 +389,12 @@ class _FrozenKinks:
         def hook(mod, inputs, out):
             x = inputs[0]
             key = (self.batch, j)
-            relu = isinstance(mod, torch.nn.ReLU)
-            nd = {torch.nn.MaxPool1d: 1, torch.nn.MaxPool2d: 2, torch.nn.MaxPool3d: 3}.get(type(mod))
+            relu = type(mod) is torch.nn.ReLU
             if self.mode == "record":
                 if relu:
                     self.store[key] = x.detach() > 0
-                elif x.dim() == nd + 2:
-                    pool = (torch.nn.functional.max_pool1d, torch.nn.functional.max_pool2d,
-                            torch.nn.functional.max_pool3d)[nd - 1]
+                elif x.dim() == self.POOLS[type(mod)][0] + 2:
+                    pool = self.POOLS[type(mod)][1]
                     _, idx = pool(x.detach(), mod.kernel_size, mod.stride, mod.padding, mod.dilation,
                                   ceil_mode=mod.ceil_mode, return_indices=True)
                     self.store[key] = idx
