@@ -303,6 +303,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
             q = orthonormalize(torch.randn(n, 1, generator=gen_restart, device=dev, dtype=dt), Q)
             if q.shape[1] == 0:
                 break
+        del Y, R                       # not alive during the product: at large n each vector is memory
         w = op.matvec(q[:, 0]).reshape(n, 1)
         n_mv += 1
         h = torch.cat([(Q.T @ w).double().cpu().flatten(), (q.T @ w).double().cpu().flatten()])
@@ -310,6 +311,7 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
             Qb, Wb = _grown(Qb, m, cap), _grown(Wb, m, cap)
             Q = Qb[:m].T
         Qb[m], Wb[m] = q[:, 0], w[:, 0]
+        del q, w
         Tn = torch.zeros(m + 1, m + 1, dtype=torch.float64)
         Tn[:m, :m] = T
         Tn[m, :] = h

@@ -42,7 +42,8 @@ import torch
 
 from .._validate import check_bool, check_choice, check_float, check_int
 from ..curvature._common import preserved
-from ..curvature.operators import _LossModule
+from ..curvature.differences import FD_DIFFERENCES, FD_STEP, difference_products
+from ..curvature.differences import tf32_enabled as _tf32_enabled
 from .base import Probe, ProbeContext, Var
 
 __all__ = ["Sharpness", "GradientSubspace", "Trace", "SpectralDensity", "BatchSharpness",
@@ -303,181 +304,8 @@ def _scaled_operator(H, d: torch.Tensor):
 # cheap tracking: Hessian-vector products as finite differences of gradients
 # ---------------------------------------------------------------------------------------------------------------
 SHARPNESS_METHODS = ("exact", "fast")
-FD_DIFFERENCES = ("forward", "central")
-FD_STEP = 0.1       # c in eps = c sqrt(u) (1 + |theta|) / |v|; see gradient_difference_operator
 FAST_WARM_MAX = 20  # product budgets of fast mode's warm / cold solves before an exact fallback (max_iter=None)
 FAST_COLD_MAX = 80
-
-
-class _no_tf32:
-    """Full float32 matmuls and convolutions on CUDA inside the block (TF32's 10-bit mantissa, cuDNN's default for
-    convolutions, would be amplified by 1/eps in a difference of gradients); restores the flags on exit."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def __enter__(self):
-        if self.cuda:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-                torch.set_float32_matmul_precision("highest")
-                torch.backends.cudnn.allow_tf32 = False
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.set_float32_matmul_precision(self._saved[0])
-                torch.backends.cudnn.allow_tf32 = self._saved[1]
-        return False
-
-
-def _tf32_enabled(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.get_float32_matmul_precision() != "highest" or bool(torch.backends.cudnn.allow_tf32)
-
-
-class _FrozenKinks:
-    """Freezes the kinks of piecewise-linear modules at θ for finite differences of gradients: every ``nn.ReLU``
-    keeps the sign pattern of its input at θ and every ``nn.MaxPool1d/2d/3d`` the argmax it chose at θ, so
-    g(θ + εv) is the gradient of the polynomial piece of the loss that contains θ, whose derivative at θ is exactly
-    the Hessian that double backward computes (ReLU' = 1[x > 0], ReLU'' = 0, pooling routed to its argmax). Without
-    it a difference product steps across kinks: ~4% off along the top eigenvector, 276% in a random direction
-    (fashion-cnn, width 16, 256 examples, float32; frozen: 0.27%).
-    ``record`` passes store the patterns per batch, ``apply`` passes use them; modules of other types (F.relu in a
-    forward, GELU, ...) are left as they are (smooth ones need nothing). An in-place ReLU is made out-of-place while
-    the hooks are on and restored after."""
-
-    POOLS = {torch.nn.MaxPool1d: (1, torch.nn.functional.max_pool1d),    # module type -> (spatial dims, function)
-             torch.nn.MaxPool2d: (2, torch.nn.functional.max_pool2d),
-             torch.nn.MaxPool3d: (3, torch.nn.functional.max_pool3d)}
-
-    def __init__(self, model):
-        self.mods = [m for m in model.modules() if (type(m) is torch.nn.ReLU or type(m) in self.POOLS)
-                     and not getattr(m, "return_indices", False)]
-        self.store: dict = {}
-        self.mode = None
-        self.batch = 0
-        self._handles: list = []
-        self._inplace: list = []
-
-    def __bool__(self):
-        return bool(self.mods)
-
-    def __enter__(self):
-        for j, m in enumerate(self.mods):
-            if isinstance(m, torch.nn.ReLU) and m.inplace:
-                self._inplace.append(m)
-                m.inplace = False
-            self._handles.append(m.register_forward_hook(self._hook(j)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        for m in self._inplace:
-            m.inplace = True
-        self._handles, self._inplace = [], []
-        return False
-
-    def _hook(self, j):
-        def hook(mod, inputs, out):
-            x = inputs[0]
-            key = (self.batch, j)
-            relu = type(mod) is torch.nn.ReLU
-            if self.mode == "record":
-                if relu:
-                    self.store[key] = x.detach() > 0
-                elif x.dim() == self.POOLS[type(mod)][0] + 2:
-                    pool = self.POOLS[type(mod)][1]
-                    _, idx = pool(x.detach(), mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                                  ceil_mode=mod.ceil_mode, return_indices=True)
-                    self.store[key] = idx
-                return None
-            if self.mode == "apply" and key in self.store:
-                m = self.store[key]
-                if relu:
-                    return x * m
-                return x.flatten(2).gather(2, m.flatten(2)).view(m.shape)
-            return None
-        return hook
-
-
-class _GradientAt:
-    """g(θ + s): the gradient of the (batch-size weighted) mean loss over ``data`` at the parameters shifted by a flat
-    vector ``s``, by ``torch.func.functional_call`` (the model's own parameters are never written). Evaluated in
-    ``mode`` with the model's mode flags, buffers and RNG restored afterwards, dropout masks seeded by ``seed``."""
-
-    def __init__(self, model, loss, data, mode, seed=0, batch_size=None, freeze_kinks=False):
-        from ..curvature._common import as_batches
-        self.model, self.mode, self.seed = model, mode, int(seed)
-        self.sel = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        p0 = self.sel[0][1]
-        self.device, self.dtype = p0.device, p0.dtype
-        self.numels = [p.numel() for _, p in self.sel]
-        self.size = sum(self.numels)
-        batches, _, self.n_examples = as_batches(data, self.device)
-        self.batches = _chunked(batches, batch_size)
-        self.weights = [b[0].shape[0] / self.n_examples for b in self.batches]
-        self.wrapper = _LossModule(model, loss)
-        self.kinks = _FrozenKinks(model) if freeze_kinks else None
-        self.kinks_recorded = False
-        self.count = 0
-        self.theta_norm = float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(p.detach().float()) for _, p in self.sel])))
-
-    def record_kinks(self) -> None:
-        """One forward pass at θ per batch (no gradient) storing the ReLU and max-pool patterns (see
-        :class:`_FrozenKinks`); done at most once, and not at all when the model has no such module."""
-        if not self.kinks or self.kinks_recorded:
-            return
-        names = {"m." + n: p.detach() for n, p in self.sel}
-        with _no_tf32(self.device), self.kinks, torch.no_grad():
-            self.kinks.mode = "record"
-            for i, b in enumerate(self.batches):
-                self.kinks.batch = i
-                with preserved(self.model, self.mode, self.seed + 1000003 * i):
-                    torch.func.functional_call(self.wrapper, names, (b,))
-        self.kinks_recorded = True
-
-    def __call__(self, shift: torch.Tensor | None = None) -> torch.Tensor:
-        import contextlib
-        if self.kinks and not self.kinks_recorded and shift is not None:
-            self.record_kinks()
-        if self.kinks:
-            self.kinks.mode = "apply" if self.kinks_recorded else "record"
-        leaves, o = [], 0
-        for (_, p), m in zip(self.sel, self.numels):
-            t = p.detach()
-            if shift is not None:
-                t = t + shift[o:o + m].reshape(p.shape).to(p.dtype)
-            leaves.append(t.detach().requires_grad_(True))
-            o += m
-        names = {"m." + n: t for (n, _), t in zip(self.sel, leaves)}
-        flat = None
-        with _no_tf32(self.device), (self.kinks if self.kinks else contextlib.nullcontext()):
-            for i, (b, w) in enumerate(zip(self.batches, self.weights)):
-                if self.kinks:
-                    self.kinks.batch = i
-                with preserved(self.model, self.mode, self.seed + 1000003 * i), torch.enable_grad():
-                    L = torch.func.functional_call(self.wrapper, names, (b,))
-                    if L.dim() != 0:
-                        raise ValueError(f"loss must return a scalar (mean) loss; got shape {tuple(L.shape)}")
-                    gs = torch.autograd.grad(L, leaves, allow_unused=True)
-                g = torch.cat([(torch.zeros_like(t) if gi is None else gi).reshape(-1) for t, gi in zip(leaves, gs)])
-                flat = g * w if flat is None else flat + g * w
-        self.count += 1
-        if self.kinks and not self.kinks_recorded:
-            self.kinks_recorded = True          # the pass at θ just recorded the patterns
-        if not bool(torch.isfinite(flat).all()):
-            raise FloatingPointError("gradient produced non-finite values (nan/inf): the loss or model is not "
-                                     "finite at these parameters")
-        return flat.detach()
 
 
 def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torch.Tensor | None = None,
@@ -501,49 +329,24 @@ def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torc
     splits each batch into microbatches of at most that many examples (weighted by size; memory: one gradient's
     activations for one microbatch, plus three parameter-sized vectors).
 
-    ``freeze_kinks`` (default True): ``nn.ReLU`` and ``nn.MaxPool*d`` modules keep the pattern they had at θ in the
-    shifted gradients (:class:`_FrozenKinks`; one extra forward pass at θ when ``g0`` is given, plus a bool per
-    ReLU input and an index per pooled output), so products on piecewise-linear nets equal double-backward ones up
-    to the difference error instead of missing by ~4% where a step crosses a kink; ``F.relu`` inside a forward is
-    not seen (use modules).
+    ``freeze_kinks`` (default True): ReLU-like activations and max-pooling, as modules or functional calls, keep the
+    pattern they had at θ in the shifted gradients (:class:`~workbench.curvature.kinks.FrozenKinks`; one extra
+    forward pass at θ when ``g0`` is given, plus a bool per activation input and an index per pooled output), so
+    products on piecewise-linear nets equal double-backward ones up to the difference error instead of missing by
+    ~4% where a step crosses a kink.
 
     ``op.gradient()`` returns g(θ) (``g0``, or computed once). Attributes: ``n_matvec`` (products), ``grad.count`` (gradient evaluations, g(θ) included when computed here),
     ``eps_rule`` (the step rule and ‖θ‖ as text). The model is never modified (parameters are substituted functionally; mode, buffers and RNG are
     restored).
     """
-    check_choice("difference", difference, FD_DIFFERENCES)
-    fd_step = check_float("fd_step", fd_step, 0.0, 1e3, low_inclusive=False)
+    from ..curvature.operators import _Setup
     batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
-    freeze_kinks = check_bool("freeze_kinks", freeze_kinks)
-    grad = _GradientAt(model, loss, data, mode, seed, batch_size, freeze_kinks=freeze_kinks)
-    n = grad.size
-    u = torch.finfo(grad.dtype).eps
-    scale = fd_step * math.sqrt(u) * (1.0 + grad.theta_norm)
-    if g0 is not None:
-        g0 = g0.detach().reshape(-1).to(grad.device, grad.dtype)
-        if g0.numel() != n:
-            raise ValueError(f"g0 must have {n} entries (the trainable parameters); got {g0.numel()}")
-    state = {"g0": g0, "own_g0": 0}
-
-    def gradient():
-        if state["g0"] is None:
-            state["g0"] = grad(None)
-            state["own_g0"] = 1
-        return state["g0"]
-
-    def matvec(v):
-        nv = float(torch.linalg.vector_norm(v))
-        if nv == 0.0:
-            return torch.zeros_like(v)
-        eps = scale / nv
-        if difference == "central":
-            return (grad(eps * v) - grad(-eps * v)) / (2 * eps)
-        return (grad(eps * v) - gradient()) / eps
-
-    op = _curv().LinearOperator(matvec, n, grad.device, grad.dtype, name=f"hessian-{difference}-difference")
+    setup = _Setup(model, loss, data, None, mode, seed, batch_size)
+    matvec, grad, gradient, rule = difference_products(setup, difference, fd_step, freeze_kinks, g0)
+    op = _curv().LinearOperator(matvec, grad.size, grad.device, grad.dtype, name=f"hessian-{difference}-difference")
     op.grad = grad
     op.gradient = gradient
-    op.eps_rule = f"eps = {fd_step:g} * sqrt({u:.3g}) * (1 + |theta|) / |v|, |theta| = {grad.theta_norm:.6g}"
+    op.eps_rule = rule
     return op
 
 
