@@ -262,9 +262,13 @@ def test_fast_agrees_with_exact_on_eos_run():
     assert rel["fast"].max() <= 2e-2 and np.median(rel["fast"]) <= 1e-3
     assert rel["exact"].max() <= 2e-2
     # the training step's gradient is reused (full batch, mode-independent model): one gradient per product,
-    # except at the final call (no step gradient there)
+    # except at the final call (no step gradient there); cold calls add one exact product (the check), which passes
     grads, hvps = rec["fast_gradients"].values, rec["fast_hvps"].values
-    assert np.array_equal(grads[:-1], hvps[:-1]) and grads[-1] == hvps[-1] + 1
+    cold = rec["fast_cold"].values == 1
+    assert np.array_equal(hvps[:-1] - grads[:-1], cold[:-1].astype(int)) and grads[-1] == hvps[-1] - cold[-1] + 1
+    checks = rec["fast_check"].values
+    assert np.all(np.isnan(checks[~cold])) and np.all(checks[cold] <= 2e-2), checks
+    assert rec["fast_fallback"].values.sum() == 0
     # warm calls cost fewer gradients than the exact probe's products
     warm = rec["fast_cold"].values == 0
     assert grads[warm].mean() < rec["exact_hvps"].values[warm].mean()
@@ -288,16 +292,19 @@ def test_step_gradient_not_reused_when_it_differs():
     prob = wb.problems.custom(model, loss, (x, y), loss_form="model", name="bn-net")
     rec = wb.train(prob, "gd", lr=0.05, steps=10, probes=[Sharpness(every=5, method="fast")],
                    progress=False).record
-    assert np.array_equal(rec["sharpness_gradients"].values, rec["sharpness_hvps"].values + 1)
+    # hvps: the difference products plus, at the cold first call, the exact check's product
+    fd = rec["sharpness_hvps"].values - rec["sharpness_cold"].values
+    assert np.array_equal(rec["sharpness_gradients"].values, fd + 1)
     # train mode, full batch, no dropout: the step's gradient is the probe's
     rec = wb.train(prob, "gd", lr=0.05, steps=10, probes=[Sharpness(every=5, method="fast", mode="train")],
                    progress=False).record
-    g, h = rec["sharpness_gradients"].values, rec["sharpness_hvps"].values
+    g, h = rec["sharpness_gradients"].values, rec["sharpness_hvps"].values - rec["sharpness_cold"].values
     assert np.array_equal(g[:-1], h[:-1])
     prob2 = _eos_problem()
     rec = wb.train(prob2, "sgd", lr=0.05, steps=10, batch_size=50, probes=[Sharpness(every=5, method="fast")],
                    progress=False).record
-    assert np.array_equal(rec["sharpness_gradients"].values, rec["sharpness_hvps"].values + 1)
+    fd = rec["sharpness_hvps"].values - rec["sharpness_cold"].values
+    assert np.array_equal(rec["sharpness_gradients"].values, fd + 1)
 
 
 def test_fast_probe_leaves_model_unchanged_outside_the_loop():
@@ -475,3 +482,29 @@ def test_freeze_kinks_is_validated():
     model, loss, data = _relu_convnet()
     with pytest.raises(ValueError, match="freeze_kinks"):
         gradient_difference_operator(model, loss, data, freeze_kinks="yes")
+
+
+def test_fast_mode_exact_check_catches_a_wrong_difference_operator(monkeypatch):
+    """The difference solve's residual is measured on the difference operator, so it cannot see that operator
+    being wrong. Cold calls check the top pair with one exact product: a difference operator 10% too large (it
+    converges cleanly, to the wrong value) is caught at the first call, that call and every later one are solved
+    exactly (recorded values equal the exact probe's), and the record says so."""
+    import workbench.probes.curvature as C
+    real = C.gradient_difference_operator
+
+    def wrong(*args, **kwargs):
+        op = real(*args, **kwargs)
+        mv = op.matvec
+        bad = wb.curvature.LinearOperator(lambda v: 1.1 * mv(v), op.size, op.device, op.dtype, name="wrong")
+        bad.grad, bad.gradient, bad.eps_rule = op.grad, op.gradient, op.eps_rule
+        return bad
+    monkeypatch.setattr(C, "gradient_difference_operator", wrong)
+    prob = _eos_problem()
+    with pytest.warns(RuntimeWarning, match="exact check"):
+        rec = wb.train(prob, "gd", lr=0.05, steps=20, progress=False,
+                       probes=[Sharpness(every=5, method="fast"), Sharpness(every=5, name="exact")]).record
+    check = rec["sharpness_check"].values
+    assert check[0] > 0.05                                   # ~0.1: the 10% error shows in the exact residual
+    assert np.all(rec["sharpness_fallback"].values == 1)
+    np.testing.assert_allclose(rec["sharpness"].values, rec["exact"].values, rtol=1e-2)
+    assert "exact check" in rec.attrs["sharpness_notes"]

@@ -306,6 +306,7 @@ def _scaled_operator(H, d: torch.Tensor):
 SHARPNESS_METHODS = ("exact", "fast")
 FAST_WARM_MAX = 20  # product budgets of fast mode's warm / cold solves before an exact fallback (max_iter=None)
 FAST_COLD_MAX = 80
+CHECK_SLACK = 2.0   # fast mode's exact check accepts an exact residual up to CHECK_SLACK * tol * |lambda|
 
 
 def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torch.Tensor | None = None,
@@ -335,9 +336,9 @@ def gradient_difference_operator(model, loss, data, mode: str = "eval", g0: torc
     products on piecewise-linear nets equal double-backward ones up to the difference error instead of missing by
     ~4% where a step crosses a kink.
 
-    ``op.gradient()`` returns g(θ) (``g0``, or computed once). Attributes: ``n_matvec`` (products), ``grad.count`` (gradient evaluations, g(θ) included when computed here),
-    ``eps_rule`` (the step rule and ‖θ‖ as text). The model is never modified (parameters are substituted functionally; mode, buffers and RNG are
-    restored).
+    ``op.gradient()`` returns g(θ) (``g0``, or computed once). Attributes: ``n_matvec`` (products), ``grad.count``
+    (gradient evaluations, g(θ) included when computed here), ``eps_rule`` (the step rule and ‖θ‖ as text). The
+    model is never modified (parameters are substituted functionally; mode, buffers and RNG are restored).
     """
     from ..curvature.operators import _Setup
     batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
@@ -442,7 +443,10 @@ class Sharpness(_CurvatureProbe):
     ``<name>_gradients`` (gradient evaluations), ``<name>_cold`` (1 for a cold solve) and ``<name>_fallback``;
     ``<name>_hvps`` counts the finite-difference products (plus exact ones after a fallback). When the differences
     cannot meet ``tol`` within 20 (warm) / 80 (cold) products the call is solved with exact products instead
-    (``<name>_fallback`` = 1). On ReLU/max-pool nets the shifted gradients keep the activation pattern and pooling
+    (``<name>_fallback`` = 1). The residual test runs on the difference operator itself, so it cannot see that
+    operator being wrong (a kink that torch functions cannot intercept, a custom autograd function): every cold call
+    therefore checks the top pair with one exact product (``<name>_check`` = ‖Hv − λv‖/|λ|, NaN elsewhere), and
+    above 2·``tol`` that call and every later one are solved exactly, with a warning and a note. On ReLU/max-pool nets the shifted gradients keep the activation pattern and pooling
     argmax of θ (``freeze_kinks`` of :func:`gradient_difference_operator`; one extra forward pass per call when the
     training step's gradient is reused): unfrozen, a difference product stepped across kinks and every call fell
     back (fashion-cnn, 256 examples, every 10: 4.62x the untracked run); frozen, no call falls back, 1.83x against
@@ -512,6 +516,7 @@ class Sharpness(_CurvatureProbe):
         self._v = self._vp = None
         self._calls = 0
         self._reuse_ok = {}
+        self._degraded = False
 
     def variables(self, ctx):
         n, e = self.name, self._eig_dim()
@@ -542,9 +547,14 @@ class Sharpness(_CurvatureProbe):
                                       "training step's gradient could not be reused)", dtype="int64"),
                 f"{n}_cold": Var("cold refresh", "1 when this call solved from a random start (first call and every "
                                  "refresh-th), 0 for a warm Rayleigh-Ritz refinement", dtype="int8"),
-                f"{n}_fallback": Var("exact fallback", "1 when the finite-difference solve did not meet tol within "
-                                     f"{FAST_WARM_MAX} (warm) / {FAST_COLD_MAX} (cold) products and this call was "
-                                     "solved with exact products (counted in hvps)", dtype="int8")}),
+                f"{n}_fallback": Var("exact fallback", "1 when this call was solved with exact products (counted "
+                                     f"in hvps): the finite-difference solve did not meet tol within {FAST_WARM_MAX} "
+                                     f"(warm) / {FAST_COLD_MAX} (cold) products, or an exact check failed at this "
+                                     "or an earlier call", dtype="int8"),
+                f"{n}_check": Var("exact check", "at cold calls: ‖H v − λ v‖ / |λ| of the finite-difference top pair "
+                                  "with one exact (double-backward) product; above "
+                                  f"{CHECK_SLACK:g} tol the call and every later one is solved exactly; NaN at "
+                                  "other calls")}),
         }
 
     # -- fast mode: the training step's gradient -----------------------------------------------------------
@@ -630,14 +640,21 @@ class Sharpness(_CurvatureProbe):
             self._note(f"optimizer {ctx.optimizer_name!r} has no stability-threshold rule (threshold NaN)")
         n = self.name
         if data is None:
-            fast = {f"{n}_gradients": 0, f"{n}_cold": 0, f"{n}_fallback": 0} if self.method == "fast" else {}
+            fast = {f"{n}_gradients": 0, f"{n}_cold": 0, f"{n}_fallback": 0,
+                    f"{n}_check": NAN} if self.method == "fast" else {}
             return {**out, n: NAN, f"{n}_converged": 0, f"{n}_threshold": thr, f"{n}_preconditioned": NAN,
                     f"{n}_ratio": NAN, f"{n}_hvps": 0, **fast}
         self._calls += 1
         cold = not self.warm_start or (self.refresh is not None and (self._calls - 1) % self.refresh == 0)
         seed = self.seed * 1_000_003 + self._calls
-        fast, fallback, extra_hvps = {}, False, 0
-        if self.method == "fast":
+        fast, fallback, extra_hvps, check, exact_base = {}, False, 0, NAN, None
+        if self.method == "fast" and self._degraded:
+            # an exact check found the difference operator off (see below): the rest of the run is exact
+            H = self._hessian(ctx, data)
+            res = _top_eigs(H, min(k + self.guard, H.size), self.tol, self.max_iter,
+                            None if cold or self._v is None else self._v, seed)
+            fallback = True
+        elif self.method == "fast":
             mb = self._microbatch(ctx, data)
             g0 = self._step_gradient(ctx, data, mb) if self.difference == "forward" else None
             H = gradient_difference_operator(ctx.model, ctx.problem.loss, data, self.mode, g0, self.difference,
@@ -653,6 +670,24 @@ class Sharpness(_CurvatureProbe):
                 extra_hvps = int(He.n_matvec)
                 self._note("finite-difference products could not meet tol at some calls; those calls were solved "
                            f"with exact products (see {self.name}_fallback)")
+            elif cold:
+                # the difference solve's residual is measured on the difference operator itself, so it cannot see
+                # that operator being wrong (a kink torch functions cannot intercept, a custom autograd function):
+                # at every cold call one exact product checks the top pair, and a miss makes the run exact
+                He = self._hessian(ctx, data)
+                v = res.vectors[:, 0].detach().to(He.device, He.dtype)
+                lam = float(res.values[0])
+                check = float(torch.linalg.vector_norm(He.matvec(v) - lam * v)) / max(abs(lam), 1e-300)
+                extra_hvps = int(He.n_matvec)
+                if not check <= CHECK_SLACK * self.tol:
+                    self._degraded = True
+                    res = _top_eigs(He, min(k + self.guard, He.size), self.tol, self.max_iter, None, seed)
+                    extra_hvps = int(He.n_matvec)
+                    fallback, exact_base = True, He
+                    self._note(f"an exact check at step {ctx.step} found the finite-difference top pair off "
+                               f"(exact residual {check:.3g} |lambda| > {CHECK_SLACK:g} tol): from there on every "
+                               f"call is solved with exact products (see {self.name}_check, {self.name}_fallback)",
+                               warn=True)
         else:
             H = self._hessian(ctx, data)
             kk = min(k + self.guard, H.size)
@@ -669,12 +704,13 @@ class Sharpness(_CurvatureProbe):
                 self._note("the optimizer has no preconditioner state yet (before its first step): "
                            "preconditioned sharpness NaN there")
             else:
-                op = _scaled_operator(H, P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt())
-                if self.method == "fast":
+                base = H if exact_base is None else exact_base
+                op = _scaled_operator(base, P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt())
+                if hasattr(base, "gradient"):           # fast mode on the difference operator
                     d = P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt().to(H.device, H.dtype)
                     rp = self._solve(op, 1, cold, self._vp, seed, d * H.gradient() if self.gradient_start else None)
                 else:
-                    rp = _top_eigs(op, min(1 + self.guard, H.size), self.tol, self.max_iter,
+                    rp = _top_eigs(op, min(1 + self.guard, base.size), self.tol, self.max_iter,
                                    None if cold else self._vp, seed)
                 self._vp = rp.vectors.detach()
                 pre = float(rp.values[0])
@@ -682,7 +718,8 @@ class Sharpness(_CurvatureProbe):
         top = float(vals[0])
         edge = pre if applies == "preconditioned_sharpness" else top
         if self.method == "fast":
-            fast = {f"{n}_gradients": int(H.grad.count), f"{n}_cold": int(cold), f"{n}_fallback": int(fallback)}
+            fast = {f"{n}_gradients": int(getattr(getattr(H, "grad", None), "count", 0)), f"{n}_cold": int(cold),
+                    f"{n}_fallback": int(fallback), f"{n}_check": check}
         return {**out, n: top, f"{n}_converged": int(converged), f"{n}_threshold": thr,
                 f"{n}_preconditioned": pre, f"{n}_ratio": edge / thr if math.isfinite(thr) and thr else NAN,
                 f"{n}_hvps": int(H.n_matvec) + extra_hvps, **fast}
@@ -692,8 +729,9 @@ class Sharpness(_CurvatureProbe):
             "difference": self.difference, "fd_step": self.fd_step, "gradient_start": int(self.gradient_start),
             "fast_rule": f"Hessian-vector products by {self.difference} differences of gradients, eps = "
                          f"{self.fd_step:g} sqrt(u) (1 + |theta|) / |v| (u the unit roundoff); the training step's "
-                         "gradient reused as g(theta) when it is the probe's; nn.ReLU patterns and nn.MaxPool argmaxes "
-                         "frozen at theta in the shifted gradients; warm calls refine the previous "
+                         "gradient reused as g(theta) when it is the probe's; ReLU-like patterns and max-pool "
+                         "argmaxes (modules or functional calls) frozen at theta in the shifted gradients; warm calls "
+                         "refine the previous "
                          f"top-{self.k + self.guard} vectors" + (" and the gradient" if self.gradient_start else "")
                          + " by Rayleigh-Ritz until the residual is at most "
                          f"tol |lambda|; a cold solve every {self.refresh or 'never'}-th call"}
