@@ -42,8 +42,11 @@ def test_a_network_run_feeds_the_landscape_tab_contours_3d_and_replay(dash):
     setv(dash.probe_forms["trajectory"], "every", "5")
     dash.start()
     drive(dash)
-    drive(dash, until=lambda: dash._plane is not None and dash.panes["landscape"].visible, timeout=60,
-          after_done=True)
+    # the final plane: with a pool, a mid-run plane may be shown first and the child sends the final one after
+    # the record (plane_pending until then)
+    drive(dash, until=lambda: dash._plane is not None and dash.panes["landscape"].visible
+          and not getattr(dash.run, "plane_pending", False) and getattr(dash.run, "plane_result", None) is None,
+          timeout=60, after_done=True)
     plane = dash._plane
     assert sorted(plane) == ["explained", "figure", "label", "steps", "surface", "xy"]
     n = plane["xy"].shape[0]

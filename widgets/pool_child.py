@@ -148,6 +148,8 @@ def _child_main(conn, spec: dict, paused: bool, threads: int, priority: str = "n
         except Exception as exc:
             send(("plane", {"error": f"PCA-plane view: {_one_line(exc)}"}))
 
+    planes: list = []                   # mid-run plane threads: the final plane is sent after every one of them
+
     while True:
         while conn.poll():
             try:
@@ -157,7 +159,9 @@ def _child_main(conn, spec: dict, paused: bool, threads: int, priority: str = "n
                 run.wait(KILL_AFTER_S)
                 return
             if msg[0] == "plane":
-                threading.Thread(target=plane, args=(msg[1],), daemon=True).start()
+                planes[:] = [t for t in planes if t.is_alive()]
+                planes.append(threading.Thread(target=plane, args=(msg[1],), daemon=True))
+                planes[-1].start()
                 continue
             try:
                 ctl.apply(msg)
@@ -178,6 +182,8 @@ def _child_main(conn, spec: dict, paused: bool, threads: int, priority: str = "n
         if done:
             send(("done", run.record))      # the run is over for the views now; a final plane may follow
             if "trajectory" in run.probe_names and trajectory_count(run) >= PLANE_MIN_SNAPSHOTS:
+                for t in planes:            # a mid-run plane sent after the final one would replace it
+                    t.join(KILL_AFTER_S)
                 plane(f"{run.optimizer_name} (this run)")
             conn.close()
             return
