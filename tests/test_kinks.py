@@ -133,3 +133,25 @@ def test_data_dependent_forward_is_computed_unfrozen_not_wrongly():
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "hardtanh", "max_pool2d", "adaptive_max_pool2d"])
 def test_kink_functions_lists_what_is_frozen(name):
     assert name in kink_functions()
+
+
+def test_freezing_is_local_to_the_probing_thread():
+    """The dashboard trains runs in threads beside each other: a probe freezing kinks in one thread must not touch
+    the forward of another (torch function modes are per thread)."""
+    import threading
+    kinks = FrozenKinks()
+    inside, release = threading.Event(), threading.Event()
+
+    def probe():
+        with kinks.recording(0):
+            inside.set()
+            release.wait(5)
+    t = threading.Thread(target=probe)
+    t.start()
+    inside.wait(5)
+    try:
+        x = torch.randn(8)
+        assert torch.equal(F.relu(x), x.clamp_min(0)) and kinks.n_seen == 0
+    finally:
+        release.set()
+        t.join()
