@@ -19,6 +19,8 @@ import warnings
 import torch
 
 from .._validate import check_bool, check_choice, check_float
+from ._common import preserved
+from .operators import _zeros_for_none
 
 __all__ = ["FD_DIFFERENCES", "FD_STEP", "GradientAt", "difference_products", "no_tf32", "tf32_enabled"]
 
@@ -133,8 +135,7 @@ class GradientAt:
                         if L.dim() != 0:
                             raise ValueError(f"loss must return a scalar (mean) loss; got shape {tuple(L.shape)}")
                         gs = torch.autograd.grad(L, leaves, allow_unused=True)
-                    g = torch.cat([(torch.zeros_like(t) if gi is None else gi).reshape(-1)
-                                   for t, gi in zip(leaves, gs)])
+                    g = s.flat(_zeros_for_none(gs, leaves), None)
                     del L, gs, leaves
                     if out[j] is None:                  # in place: a product holds as few vectors as it can
                         out[j] = g if w == 1 else g.mul_(w)
@@ -157,7 +158,6 @@ class GradientAt:
 
 
 def _preserved(s, i):
-    from ._common import preserved
     return preserved(s.model, s.mode, s.batch_seed(i))
 
 

@@ -28,14 +28,6 @@ from torch.overrides import TorchFunctionMode
 __all__ = ["FrozenKinks", "kink_functions"]
 
 
-def _relu_kinds():
-    fns = {F.relu: "relu", torch.relu: "relu", torch.Tensor.relu: "relu", torch.relu_: "relu_",
-           torch.Tensor.relu_: "relu_", F.leaky_relu: "leaky_relu", F.hardtanh: "hardtanh", F.relu6: "relu6"}
-    if hasattr(F, "relu_"):
-        fns.setdefault(F.relu_, "relu_")
-    return fns
-
-
 _POOLS = {  # function -> (spatial dims, the variant that returns indices, adaptive)
     F.max_pool1d: (1, F.max_pool1d_with_indices, False), F.max_pool1d_with_indices: (1, F.max_pool1d_with_indices, False),
     F.max_pool2d: (2, F.max_pool2d_with_indices, False), F.max_pool2d_with_indices: (2, F.max_pool2d_with_indices, False),
@@ -47,7 +39,8 @@ _POOLS = {  # function -> (spatial dims, the variant that returns indices, adapt
     F.adaptive_max_pool3d: (3, F.adaptive_max_pool3d_with_indices, True),
     F.adaptive_max_pool3d_with_indices: (3, F.adaptive_max_pool3d_with_indices, True),
 }
-_RELUS = _relu_kinds()
+_RELUS = {F.relu: "relu", torch.relu: "relu", torch.Tensor.relu: "relu", F.relu_: "relu_", torch.relu_: "relu_",
+          torch.Tensor.relu_: "relu_", F.leaky_relu: "leaky_relu", F.hardtanh: "hardtanh", F.relu6: "relu6"}
 _INPLACE_ARG = {"relu": 1, "leaky_relu": 2, "hardtanh": 3, "relu6": 1}    # position of ``inplace`` in F.<name>
 _WITH_INDICES = {F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
                  F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,

@@ -446,11 +446,12 @@ class Sharpness(_CurvatureProbe):
     (``<name>_fallback`` = 1). The residual test runs on the difference operator itself, so it cannot see that
     operator being wrong (a kink that torch functions cannot intercept, a custom autograd function): every cold call
     therefore checks the top pair with one exact product (``<name>_check`` = ‖Hv − λv‖/|λ|, NaN elsewhere), and
-    above 2·``tol`` that call and every later one are solved exactly, with a warning and a note. On ReLU/max-pool nets the shifted gradients keep the activation pattern and pooling
-    argmax of θ (``freeze_kinks`` of :func:`gradient_difference_operator`; one extra forward pass per call when the
-    training step's gradient is reused): unfrozen, a difference product stepped across kinks and every call fell
-    back (fashion-cnn, 256 examples, every 10: 4.62x the untracked run); frozen, no call falls back, 1.83x against
-    2.43x for exact tracking in the same process, largest difference to exact 0.5%, to the tight reference 0.12%.
+    above 2·``tol`` that call and every later one are solved exactly, with a warning and a note. On ReLU/max-pool
+    nets the shifted gradients keep the activation pattern and pooling argmax of θ (``freeze_kinks`` of
+    :func:`gradient_difference_operator`; one extra forward pass per call when the training step's gradient is
+    reused): unfrozen, a difference product stepped across kinks and every call fell back (fashion-cnn, 256
+    examples, every 10: 4.62x the untracked run); frozen, no call falls back, 1.47x against 1.99x for exact
+    tracking in the same process, largest difference to exact 0.5%, to the tight reference 0.12%.
 
     ``batch_size`` / ``max_memory`` (every curvature probe): the Hessian operators (and fast mode's gradients) run
     over microbatches of at most ``batch_size`` examples, or the size a ``max_memory`` budget picks (planned once,
@@ -631,6 +632,10 @@ class Sharpness(_CurvatureProbe):
         res.vectors = res.vectors[:, :b]
         return res
 
+    def _exact_top(self, H, k, v0, seed):
+        """The top k + guard pairs of an exact operator (the exact method, and fast mode's exact calls)."""
+        return _top_eigs(H, min(k + self.guard, H.size), self.tol, self.max_iter, v0, seed)
+
     def measure(self, ctx):
         k = self.k
         out = {f"{self.name}_eigenvalues": np.full(k, NAN), f"{self.name}_residuals": np.full(k, NAN)}
@@ -648,11 +653,11 @@ class Sharpness(_CurvatureProbe):
         cold = not self.warm_start or (self.refresh is not None and (self._calls - 1) % self.refresh == 0)
         seed = self.seed * 1_000_003 + self._calls
         fast, fallback, extra_hvps, check, exact_base = {}, False, 0, NAN, None
+        warm = None if cold or self._v is None else self._v
         if self.method == "fast" and self._degraded:
             # an exact check found the difference operator off (see below): the rest of the run is exact
             H = self._hessian(ctx, data)
-            res = _top_eigs(H, min(k + self.guard, H.size), self.tol, self.max_iter,
-                            None if cold or self._v is None else self._v, seed)
+            res = self._exact_top(H, k, warm, seed)
             fallback = True
         elif self.method == "fast":
             mb = self._microbatch(ctx, data)
@@ -665,8 +670,7 @@ class Sharpness(_CurvatureProbe):
                 # the finite differences could not meet the tolerance (e.g. ReLU kinks: 4% product error measured
                 # on fashion-cnn): this call is solved exactly, warm from the previous vectors
                 He = self._hessian(ctx, data)
-                res = _top_eigs(He, min(k + self.guard, He.size), self.tol, self.max_iter,
-                                None if cold or self._v is None else self._v, seed)
+                res = self._exact_top(He, k, warm, seed)
                 extra_hvps = int(He.n_matvec)
                 self._note("finite-difference products could not meet tol at some calls; those calls were solved "
                            f"with exact products (see {self.name}_fallback)")
@@ -681,7 +685,7 @@ class Sharpness(_CurvatureProbe):
                 extra_hvps = int(He.n_matvec)
                 if not check <= CHECK_SLACK * self.tol:
                     self._degraded = True
-                    res = _top_eigs(He, min(k + self.guard, He.size), self.tol, self.max_iter, None, seed)
+                    res = self._exact_top(He, k, None, seed)
                     extra_hvps = int(He.n_matvec)
                     fallback, exact_base = True, He
                     self._note(f"an exact check at step {ctx.step} found the finite-difference top pair off "
@@ -690,8 +694,7 @@ class Sharpness(_CurvatureProbe):
                                warn=True)
         else:
             H = self._hessian(ctx, data)
-            kk = min(k + self.guard, H.size)
-            res = _top_eigs(H, kk, self.tol, self.max_iter, None if cold else self._v, seed)
+            res = self._exact_top(H, k, warm, seed)
         self._v = res.vectors.detach()
         vals = res.values.detach().double().cpu().numpy()[:k]
         out[f"{n}_eigenvalues"] = vals
