@@ -247,7 +247,7 @@ def test_fast_agrees_with_exact_on_eos_run():
     ref = Sharpness(every=5, tol=1e-5, warm_start=False, guard=2, name="ref")
     fast = Sharpness(every=5, method="fast", name="fast")
     tight = Sharpness(every=5, method="fast", tol=5e-3, name="tight")
-    exact = Sharpness(every=5, name="exact")
+    exact = Sharpness(every=5, method="exact", name="exact")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rec = wb.train(prob, "gd", lr=lr, steps=150, probes=[ref, fast, tight, exact], progress=False).record
@@ -508,3 +508,48 @@ def test_fast_mode_exact_check_catches_a_wrong_difference_operator(monkeypatch):
     assert np.all(rec["sharpness_fallback"].values == 1)
     np.testing.assert_allclose(rec["sharpness"].values, rec["exact"].values, rtol=1e-2)
     assert "exact check" in rec.attrs["sharpness_notes"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the default method="auto": fast on networks, exact on 2-D functions and below the difference floor
+# ----------------------------------------------------------------------------------------------------------------
+def test_auto_default_is_fast_on_a_network_and_equals_the_fast_record():
+    prob = _eos_problem()
+    kw = dict(lr=0.2, steps=40, progress=False)
+    auto = wb.train(prob, "gd", probes=[Sharpness(every=5)], **kw).record
+    fast = wb.train(prob, "gd", probes=[Sharpness(every=5, method="fast")], **kw).record
+    exact = wb.train(prob, "gd", probes=[Sharpness(every=5, method="exact")], **kw).record
+    assert Sharpness().requested_method == "auto"
+    assert auto.attrs["sharpness_method"] == "fast" and "auto: fast" in auto.attrs["sharpness_method_rule"]
+    assert np.array_equal(auto["sharpness"].values, fast["sharpness"].values)
+    assert "sharpness_gradients" in auto and "sharpness_gradients" not in exact
+    rel = np.abs(auto["sharpness"].values - exact["sharpness"].values) / exact["sharpness"].values
+    assert rel.max() <= 2e-2 and np.median(rel) <= 2e-3, rel
+    # the config keeps what was asked, so a probe rebuilt from a record's config decides again the same way
+    cfg = {k: v for k, v in Sharpness(every=5).config().items() if k != "type"}
+    assert cfg["method"] == "auto" and Sharpness(**cfg).requested_method == "auto"
+    cfg = {k: v for k, v in Sharpness(every=5, method="exact").config().items() if k != "type"}
+    assert cfg["method"] == "exact" and Sharpness(**cfg).method == "exact"
+
+
+@pytest.mark.parametrize("problem, kw, why", [
+    ("quadratic", {}, "2-D test function"),
+    ("rosenbrock", {}, "2-D test function"),
+    ("digits-mlp", dict(tol=1e-4), "below the finite differences"),
+])
+def test_auto_default_is_exact_where_differences_buy_nothing(problem, kw, why):
+    prob = wb.problems.make(problem, **(dict(width=8, depth=1, n_train=100) if problem == "digits-mlp" else {}))
+    rec = wb.train(prob, "gd", lr=1e-3, steps=10, probes=[Sharpness(every=5, **kw)], progress=False).record
+    assert rec.attrs["sharpness_method"] == "exact" and why in rec.attrs["sharpness_method_rule"]
+    assert "sharpness_gradients" not in rec
+    if problem == "quadratic":       # exact products: the closed form to float32 precision
+        H = wb.curvature.hessian(prob.model, prob.loss, prob.data()).to_dense()
+        lam = float(torch.linalg.eigvalsh(H.double())[-1])
+        assert abs(float(rec["sharpness"].values[0]) - lam) <= 1e-5 * lam
+
+
+def test_a_probe_pickled_before_auto_keeps_its_method():
+    """A checkpoint written before ``method="auto"`` existed holds a probe with only ``.method``: it stays exact."""
+    p = Sharpness(every=5, method="exact")
+    del p.requested_method
+    assert p._resolve_method(None) == "exact" and p.config()["method"] == "exact"
