@@ -737,9 +737,9 @@ class Sharpness(_CurvatureProbe):
                            "preconditioned sharpness NaN there")
             else:
                 base = H if exact_base is None else exact_base
-                op = _scaled_operator(base, P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt())
+                d = P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt().to(base.device, base.dtype)
+                op = _scaled_operator(base, d)
                 if hasattr(base, "gradient"):           # fast mode on the difference operator
-                    d = P.clamp_min(torch.finfo(P.dtype).tiny).rsqrt().to(H.device, H.dtype)
                     rp = self._solve(op, 1, cold, self._vp, seed, d * H.gradient() if self.gradient_start else None)
                 else:
                     rp = _top_eigs(op, min(1 + self.guard, base.size), self.tol, self.max_iter,
