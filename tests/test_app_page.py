@@ -62,3 +62,79 @@ def test_the_served_page_leaves_out_mathjax_and_bokeh_webgl(tmp_path):
         assert "bokeh-widgets" in js and "bokeh-tables" in js           # what panel.min.js needs stays
     finally:
         pserver.bundle_resources = before
+
+
+# -- the served app's partial plotly.js bundle (widgets.plotly_bundle) ----------------------------------------------
+
+def _bundle_traces(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r'name:"(\w+)",basePlotModule', text))
+
+
+def test_the_shipped_plotly_bundle_registers_exactly_the_listed_traces_at_panels_version():
+    from widgets.plotly_bundle import PLOTLY_VERSION, TRACES, bundle_path
+
+    text = bundle_path().read_text(encoding="utf-8")
+    assert text.startswith(f"/*! plotly.js {PLOTLY_VERSION} ") and ",".join(TRACES) in text[:400]
+    assert _bundle_traces(text) == set(TRACES)
+    assert len(text) < 0.5 * 4.7e6              # the point of it: well under half of the full bundle
+    full = _bundle_traces(open(pn.__path__[0] + "/dist/bundled/plotlyplot/"
+                               f"plotly-{__import__('panel.models.plotly').models.plotly.PLOTLY_VERSION}.min.js",
+                               encoding="utf-8").read())
+    assert set(TRACES) < full and {"bar", "scattergl", "choropleth"} <= full - set(TRACES)    # the regex sees traces
+
+
+def _dashboard_trace_types() -> set[str]:
+    """Every plotly trace type the dashboard's code (widgets/, and landscapes/ whose figures it shows) can make:
+    ``go.<Trace>(...)`` calls and dict literals with a string "type" and trace data ("x", "y", "z" or
+    "dimensions"; shapes have "x0", axes neither)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = set()
+    for path in [*(root / "widgets").glob("*.py"), *(root / "landscapes").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "go"
+                    and node.func.attr not in ("Figure", "FigureWidget", "Layout")):
+                found.add(node.func.attr.lower())
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                if "type" in keys and keys & {"x", "y", "z", "dimensions"}:
+                    v = node.values[[getattr(k, "value", None) for k in node.keys].index("type")]
+                    if isinstance(v, ast.Constant) and isinstance(v.value, str):
+                        found.add(v.value)
+                    elif isinstance(v, ast.IfExp):          # "scatter" if z is None else "scatter3d"
+                        found |= {b.value for b in (v.body, v.orelse) if isinstance(b, ast.Constant)}
+    return found
+
+
+def test_every_trace_type_the_dashboard_draws_is_in_the_bundle():
+    from widgets.plotly_bundle import TRACES
+
+    used = _dashboard_trace_types()
+    assert {"scatter", "heatmap", "surface", "scatter3d", "parcoords"} <= used        # the scan finds them
+    assert used <= set(TRACES), used - set(TRACES)
+
+
+def test_the_serving_process_loads_the_bundle_or_leaves_panel_alone(monkeypatch):
+    from panel.models import plotly as pmodel
+
+    from widgets.plotly_bundle import ASSETS, PLOTLY_VERSION, ROUTE, bundle_path, use_lean_plotly
+
+    monkeypatch.setattr(pmodel.PlotlyPlot, "__javascript_raw__", list(pmodel.PlotlyPlot.__javascript_raw__))
+    monkeypatch.setattr(pmodel.PlotlyPlot, "__css_raw__", list(pmodel.PlotlyPlot.__css_raw__))
+    panel_js = list(pmodel.PlotlyPlot.__javascript_raw__)
+    monkeypatch.setattr(pmodel, "PLOTLY_VERSION", "0.0.1")          # a Panel built against another plotly.js
+    assert use_lean_plotly() == {} and pmodel.PlotlyPlot.__javascript_raw__ == panel_js
+    monkeypatch.undo()
+    if pmodel.PLOTLY_VERSION != PLOTLY_VERSION:     # this Panel is one: the bundle must be rebuilt to be used
+        assert use_lean_plotly() == {}
+        return
+    monkeypatch.setattr(pmodel.PlotlyPlot, "__javascript_raw__", list(pmodel.PlotlyPlot.__javascript_raw__))
+    monkeypatch.setattr(pmodel.PlotlyPlot, "__css_raw__", list(pmodel.PlotlyPlot.__css_raw__))
+    assert use_lean_plotly() == {ROUTE: str(ASSETS)}
+    assert pmodel.PlotlyPlot.__javascript__ == [f"{ROUTE}/{bundle_path().name}"]
+    assert pmodel.PlotlyPlot.__css__ == []

@@ -171,8 +171,8 @@ def test_nothing_overlaps_at_1280x800_and_run_is_above_the_fold(browser, server)
 
 
 def test_the_page_loads_lean_and_without_script_errors(browser, server):
-    """The served page leaves out MathJax and Bokeh's WebGL (widgets.app._lean_page_resources) and renders with no
-    script error; the collapsed cards fill when opened (widgets.layout.lazy_card)."""
+    """The served page leaves out MathJax and Bokeh's WebGL (widgets.app._lean_page_resources), loads the partial
+    plotly.js bundle (widgets.plotly_bundle) and renders with no script error; the collapsed cards fill when opened (widgets.layout.lazy_card)."""
     import re
     import urllib.request
 
@@ -180,6 +180,12 @@ def test_the_page_loads_lean_and_without_script_errors(browser, server):
     srcs = re.findall(r'src="([^"]+)"', html)
     assert any("plotly" in s for s in srcs) and any("panel.min.js" in s for s in srcs), srcs
     assert not any("bokeh-mathjax" in s or "bokeh-gl" in s for s in srcs), srcs
+    from panel.models.plotly import PLOTLY_VERSION as panels
+
+    from widgets.plotly_bundle import PLOTLY_VERSION, TRACES
+    lean = panels == PLOTLY_VERSION                       # else Panel's own full bundle (widgets.plotly_bundle)
+    assert any(f"wb-assets/plotly-workbench-{PLOTLY_VERSION}" in s for s in srcs) == lean, srcs
+    assert any("bundled/plotlyplot/plotly" in s for s in srcs) != lean, srcs
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(T * 1000)
     errors = []
@@ -187,6 +193,9 @@ def test_the_page_loads_lean_and_without_script_errors(browser, server):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(server.url)
     page.locator(".wb-run button").wait_for()
+    assert page.evaluate("Plotly.version") == panels
+    if lean:                                              # every trace the dashboard draws is registered
+        assert sorted(page.evaluate("Object.keys(Plotly.PlotSchema.get().traces)")) == sorted(TRACES)
     assert page.locator(".wb-probe-sharpness").count() == 0          # the Probes card is collapsed and empty
     assert reveal(page, ".wb-probe-sharpness input").is_visible()
     assert reveal(page, ".wb-export-name input").is_visible()

@@ -176,6 +176,8 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, resu
     pool = RunPool(max_workers=workers, priority=worker_priority)   # ValueError for a bad value, before anything
     check_listen(address, port)
     _lean_page_resources()
+    from .plotly_bundle import use_lean_plotly
+    static = {**use_lean_plotly(), **kwargs.pop("static_dirs", {})}
     _warm_up(pool)
     server = None
     origins = list(allow_websocket_origin or []) + [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
@@ -185,7 +187,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, resu
     try:
         server = pn.serve({"/": lambda: create_app(results_dir, problems, max_memory_mb, pool)}, port=port,
                           address=address, show=show, allow_websocket_origin=origins, prefix=prefix or "",
-                          threaded=threaded, title="Optimization-dynamics workbench", **kwargs)
+                          threaded=threaded, title="Optimization-dynamics workbench", static_dirs=static, **kwargs)
     finally:
         if not threaded or server is None:      # a blocking serve returned (or failed): end the workers
             pool.shutdown()
