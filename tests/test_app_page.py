@@ -79,9 +79,10 @@ def test_the_shipped_plotly_bundle_registers_exactly_the_listed_traces_at_panels
     assert text.startswith(f"/*! plotly.js {PLOTLY_VERSION} ") and ",".join(TRACES) in text[:400]
     assert _bundle_traces(text) == set(TRACES)
     assert len(text) < 0.5 * 4.7e6              # the point of it: well under half of the full bundle
-    full = _bundle_traces(open(pn.__path__[0] + "/dist/bundled/plotlyplot/"
-                               f"plotly-{__import__('panel.models.plotly').models.plotly.PLOTLY_VERSION}.min.js",
-                               encoding="utf-8").read())
+    from panel.io.resources import BUNDLE_DIR
+    from panel.models.plotly import PLOTLY_VERSION as panels
+
+    full = _bundle_traces((BUNDLE_DIR / "plotlyplot" / f"plotly-{panels}.min.js").read_text(encoding="utf-8"))
     assert set(TRACES) < full and {"bar", "scattergl", "choropleth"} <= full - set(TRACES)    # the regex sees traces
 
 
@@ -124,8 +125,11 @@ def test_the_serving_process_loads_the_bundle_or_leaves_panel_alone(monkeypatch)
 
     from widgets.plotly_bundle import ASSETS, PLOTLY_VERSION, ROUTE, bundle_path, use_lean_plotly
 
-    monkeypatch.setattr(pmodel.PlotlyPlot, "__javascript_raw__", list(pmodel.PlotlyPlot.__javascript_raw__))
-    monkeypatch.setattr(pmodel.PlotlyPlot, "__css_raw__", list(pmodel.PlotlyPlot.__css_raw__))
+    def keep_panels():                                  # monkeypatch restores Panel's lists after the test
+        for name in ("__javascript_raw__", "__css_raw__"):
+            monkeypatch.setattr(pmodel.PlotlyPlot, name, list(getattr(pmodel.PlotlyPlot, name)))
+
+    keep_panels()
     panel_js = list(pmodel.PlotlyPlot.__javascript_raw__)
     monkeypatch.setattr(pmodel, "PLOTLY_VERSION", "0.0.1")          # a Panel built against another plotly.js
     assert use_lean_plotly() == {} and pmodel.PlotlyPlot.__javascript_raw__ == panel_js
@@ -133,8 +137,7 @@ def test_the_serving_process_loads_the_bundle_or_leaves_panel_alone(monkeypatch)
     if pmodel.PLOTLY_VERSION != PLOTLY_VERSION:     # this Panel is one: the bundle must be rebuilt to be used
         assert use_lean_plotly() == {}
         return
-    monkeypatch.setattr(pmodel.PlotlyPlot, "__javascript_raw__", list(pmodel.PlotlyPlot.__javascript_raw__))
-    monkeypatch.setattr(pmodel.PlotlyPlot, "__css_raw__", list(pmodel.PlotlyPlot.__css_raw__))
+    keep_panels()
     assert use_lean_plotly() == {ROUTE: str(ASSETS)}
     assert pmodel.PlotlyPlot.__javascript__ == [f"{ROUTE}/{bundle_path().name}"]
     assert pmodel.PlotlyPlot.__css__ == []

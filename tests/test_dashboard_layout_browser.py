@@ -172,7 +172,8 @@ def test_nothing_overlaps_at_1280x800_and_run_is_above_the_fold(browser, server)
 
 def test_the_page_loads_lean_and_without_script_errors(browser, server):
     """The served page leaves out MathJax and Bokeh's WebGL (widgets.app._lean_page_resources), loads the partial
-    plotly.js bundle (widgets.plotly_bundle) and renders with no script error; the collapsed cards fill when opened (widgets.layout.lazy_card)."""
+    plotly.js bundle (widgets.plotly_bundle) and renders with no script error; the collapsed cards fill when opened
+    (widgets.layout.lazy_card)."""
     import re
     import urllib.request
 
