@@ -18,7 +18,8 @@ _TEMPLATE = None
 
 
 def thin(x, y, max_points: int = MAX_POINTS):
-    """Thin a long series for display keeping each bucket's min and max (loss spikes stay visible); O(n) numpy."""
+    """Thin a long series for display keeping each bucket's min and max (loss spikes stay visible), and its last point
+    (the line ends at the last step recorded, not inside the last bucket); O(n) numpy."""
     x, y = np.asarray(x), np.asarray(y, dtype=float)
     n = len(x)
     if n <= max_points:
@@ -35,7 +36,8 @@ def thin(x, y, max_points: int = MAX_POINTS):
     xs = np.stack([x[starts], x[np.minimum(mid, n - 1)]], 1).reshape(-1)
     ys = np.stack([ymin, ymax], 1).reshape(-1)
     ys = np.where(np.isfinite(ys), ys, np.nan)
-    return xs, ys
+    last = y[n - 1] if np.isfinite(y[n - 1]) else np.nan
+    return np.append(xs, x[n - 1]), np.append(ys, last)
 
 # exponentformat "power": 2×10⁻⁶, never SI prefixes ("2µ", "10n") on any axis
 _AXIS = {"gridcolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "linecolor": "#444", "automargin": True,
