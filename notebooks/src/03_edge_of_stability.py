@@ -18,7 +18,9 @@ is the *edge of stability* (EoS).
 
 This notebook reproduces it on sklearn's digits (a tanh MLP with squared loss, as in the paper's fc-tanh
 experiments) with `wb.probes.Sharpness`, which tracks the top Hessian eigenvalue during training by warm-started
-Lanczos and records the optimizer's stability threshold at the current learning rate next to it:
+Lanczos (on networks by default with finite-difference Hessian-vector products that reuse the training step's
+gradient; `method="exact"` for double backward) and records the optimizer's stability threshold at the current
+learning rate next to it:
 
 | optimizer | threshold on | value |
 |---|---|---|

@@ -85,7 +85,7 @@ md(r"""
 
 Identical except for AdamW's weight decay (1.0 and 0). Every `EVERY` steps `Eval` measures loss and accuracy on
 the whole training and test sets and `Norms` the Euclidean norm of all parameters; every `SHARP_EVERY` steps
-`Sharpness` measures λ_max of the Hessian of the training loss (warm-started Lanczos, at most 30 iterations: once
+`Sharpness` measures λ_max of the Hessian of the training loss (warm-started Lanczos on exact double-backward products, at most 30 iterations: once
 the loss is ~0 the curvature falls to ~10⁻⁶ where float32 Hessian-vector products are too noisy to converge
 tightly; such values are flagged in `sharpness_converged` and counted below).
 """)
@@ -93,7 +93,7 @@ tightly; such values are flagged in `sharpness_converged` and counted below).
 code(r"""
 def probes():
     return [wb.probes.Eval(every=EVERY, split="both"), wb.probes.Norms(every=EVERY),
-            wb.probes.Sharpness(every=SHARP_EVERY, tol=1e-2, max_iter=30)]
+            wb.probes.Sharpness(every=SHARP_EVERY, tol=1e-2, max_iter=30, method="exact")]
 
 
 runs = {}
