@@ -338,6 +338,44 @@ def test_property_invalid_k_and_tol_rejected(k, tol):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["03_edge_of_stability.ipynb"])   # 04: tests/test_nb_tiny_subspace.py
 def test_notebook_runs(name):
-    from nbutil import run_notebook
+    from nbutil import notebook_results, run_notebook
 
-    run_notebook(f"notebooks/{name}")
+    nb = run_notebook(f"notebooks/{name}")
+    if name == "03_edge_of_stability.ipynb":
+        _check_edge_of_stability(notebook_results(nb))
+
+
+def _check_edge_of_stability(res):
+    """What notebook 03's prose says, measured on its quick-mode run (RESULTS line)."""
+    assert res["quick"]
+    gd = sorted(res["gd"], key=lambda e: -e["lr"])                     # largest step first
+    meet = [e["t_line"] for e in gd]
+    assert None not in meet and meet == sorted(meet) and len(set(meet)) == len(meet), meet   # smaller η: later
+    assert res["meeting_later_for_smaller_steps"]
+    assert [e["early"] for e in gd] == [True] * (len(gd) - 1) + [False], "only the smallest step meets 2/η late"
+    for e in gd[:-1]:                         # hovers at, or slightly above, 2/η and keeps making progress
+        assert 1.0 <= e["median"] <= 1.25 and e["q10"] >= 0.95, e
+        assert e["loss_final"] < e["loss_at_line"], e
+    rows = {r["lr"]: r for r in res["loss_up"]}
+    assert all(r["before"] <= 0.02 for r in rows.values() if not math.isnan(r["before"]))   # monotone before
+    early = [rows[e["lr"]] for e in gd[:-1]]
+    for r in early:                           # non-monotone after the edge, decreasing over longer windows
+        assert r["after"] >= 0.10 and 2 * r["windows_down"] > r["windows"], r
+    assert rows[gd[-1]["lr"]]["after"] <= 0.01, "the smallest step's loss has begun to oscillate"
+    zoom = res["zoom"]
+    assert zoom["lr"] == max(res["lrs"]) and zoom["t0"] >= gd[0]["t_line"]
+    assert zoom["up"] >= 0.1 * zoom["steps"] and zoom["loss_end"] < zoom["loss_start"], zoom
+    for m in res["momentum"]:                 # both momentum runs reach their own threshold
+        assert m["t_reach"] is not None and m["peak_ratio"] >= 1.0, m
+    heavy = next(m for m in res["momentum"] if not m["nesterov"])
+    assert heavy["peak_over_2_lr"] > 1.5      # far above GD's 2/eta without diverging
+    for a in res["adam"]:                     # quick mode: rising, but short of 38/eta (as the prose says)
+        assert a["t_reach"] is None and a["peak_ratio"] < 1.0 and a["median_second_half"] > a["first_ratio"], a
+    cos = res["cosine"]
+    assert cos["lr"] == max(res["lrs"])
+    assert cos["t_meet"] is not None and cos["lr_frac_at_meet"] >= 0.9, cos          # at the edge first
+    assert cos["t_release"] is not None and cos["t_release"] > cos["t_meet"] and cos["ride_median"] >= 0.95, cos
+    assert cos["rising_after_release"] and cos["lam_final"] > cos["lam_release"], cos  # released: keeps sharpening
+    assert cos["ratio_final"] < 0.9 and cos["lam_final"] > cos["lam_final_constant"], cos
+    cost = res["cost"]
+    assert cost["warm_median"] <= 8 and cost["first"] > cost["warm_median"], cost
