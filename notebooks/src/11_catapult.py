@@ -34,9 +34,10 @@ wide hidden layer (linear or ReLU), loss mean((f − y)²), PyTorch's default (s
 GD. The lr grid is a multiple of each network's own λ₀, measured with `wb.curvature`; the grid runs through
 `wb.sweep` (a Dask `LocalCluster` in full mode, in-process in quick mode).
 
-**Run time** on a 2-core laptop CPU: full mode (width 512, 256 examples, 300 steps, 2 activations × 3 seeds × 17
-step sizes = 102 runs) took 30 s here (load average 2); quick mode (`WORKBENCH_QUICK=1`: width 256, 128 examples, 200 steps, one
-seed, 9 step sizes) ≈ 1 minute.
+**Run time** on a 2-core CPU (the notebook prints its own at the end): full mode (width 512, 256 examples, 300
+steps, 2 activations × 3 seeds × 17 step sizes = 102 runs) 1–3.5 minutes here depending on the machine's load
+(two runs printed 70 s and 192 s); quick mode (`WORKBENCH_QUICK=1`: width 256, 128 examples, 200 steps, one
+seed, 9 step sizes) ≈ 20–40 s.
 """)
 
 code(r"""
@@ -48,9 +49,10 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
+from torch.func import functional_call, jvp
 
 import workbench as wb
-from workbench.probes import Sharpness
+from workbench.probes import Probe, Sharpness, Var
 
 QUICK = os.environ.get("WORKBENCH_QUICK") == "1"
 torch.set_num_threads(1)
@@ -228,21 +230,60 @@ md(r"""
 ## 3 · Loss and sharpness curves in each phase
 
 One run per phase and activation (seed 0): ηλ₀ = 1.5 (lazy), 3 (catapult), and the smallest factor of the grid
-at which that network diverged. The `Sharpness` probe now runs every 2 steps (every 4 in quick mode; warm-started Lanczos), and the
-sharpness is drawn in units of the stability line, λ_t / (2/η): the line sits at 1.
+at which that network diverged. The `Sharpness` probe runs at every step with its default `method="auto"`, which on
+these networks is finite-difference Hessian-vector products reusing the training step's gradient, refined by
+warm-started Lanczos / Rayleigh-Ritz until the residual is ≤ 1% of λ (the method is printed below). The sharpness is
+drawn in units of the stability line, λ_t / (2/η): the line sits at 1.
+
+The catapult runs carry a second probe, `StepResponse` (defined below), which records at every step
+
+* λ_GN, the top eigenvalue of the Gauss-Newton matrix G = (2/n) JᵀJ (`wb.curvature.ggn`; J the Jacobian of the
+  outputs). The Hessian is H = G + (2/n) Σᵢ rᵢ ∇²fᵢ with rᵢ = fᵢ − yᵢ: G is the part that drives the residual in the
+  linearised dynamics r ← (I − η(2/n)JJᵀ) r, and the residual term grows with the loss;
+* the loss the step would give if the outputs moved linearly, L(f − ηJg) (g the gradient, Jg by `torch.func.jvp`),
+  to compare with the loss the step actually gives.
 """)
 
 code(r"""
+class StepResponse(Probe):
+    # at θ_t: the Gauss-Newton sharpness λ_max(G) and the loss of the linearised step, L(f − η J g)
+    default_name = "response"
+
+    def setup(self, ctx):
+        self._v = None
+
+    def variables(self, ctx):
+        return {"gn_sharpness": Var("Gauss-Newton sharpness", "λ_max of the GGN (2/n) JᵀJ on the training set"),
+                "linear_next_loss": Var("linearised next loss", "training loss at the outputs f − η J g")}
+
+    def measure(self, ctx):
+        x, y = ctx.full_batch("train")
+        res = wb.curvature.eigs(wb.curvature.ggn(ctx.model, ctx.problem.loss, (x, y)), k=1, tol=1e-3, v0=self._v)
+        self._v = res.vectors[:, 0]
+        g, lin = ctx.flat_grad(), float("nan")
+        if g is not None:                       # None at the final call, after the last step
+            named = [(n, q.detach()) for n, q in ctx.model.named_parameters() if q.requires_grad]
+            prm = tuple(q for _, q in named)
+            tangents = tuple(t.view_as(q) for t, q in zip(torch.split(g, [q.numel() for q in prm]), prm))
+            out, Jg = jvp(lambda *ps: functional_call(ctx.model, {n: q for (n, _), q in zip(named, ps)}, (x,)),
+                          prm, tangents)
+            with torch.no_grad():
+                lin = float(ctx.problem.loss_fn(out - ctx.lr * Jg, y))
+        return {"gn_sharpness": float(res.values[0]), "linear_next_loss": lin}
+
+
 CURVES, RUNS = {}, {}
-EVERY = 4 if QUICK else 2
+EVERY = 1
 for act in ACTIVATIONS:
     s = SUMMARY[act, 0]
     first_div = next(f for f, ph in zip(FACTORS, s["phase"]) if ph == "diverged")
     p = wb.problems.make("teacher-student", seed=0, **options(act))
     for f in (1.5, 3.0, first_div):
         lr = f / LAM0[act, 0]
-        RUNS[act, f] = wb.train(p, "gd", lr=lr, steps=STEPS, probes=[Sharpness(every=EVERY)], progress=True)
+        probes = [Sharpness(every=EVERY)] + ([StepResponse(every=1)] if f == 3.0 else [])
+        RUNS[act, f] = wb.train(p, "gd", lr=lr, steps=STEPS, probes=probes, progress=True)
         CURVES[act, f] = RUNS[act, f].record
+print("Sharpness probe:", CURVES["linear", 3.0].attrs["sharpness_method_rule"])
 
 fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.09, horizontal_spacing=0.09,
                     subplot_titles=[f"{act}: training loss" if k == 0 else f"{act}: sharpness λ_t / (2/η)"
@@ -257,6 +298,10 @@ for r, act in enumerate(ACTIVATIONS, start=1):
         fig.add_scatter(x=rec.step, y=rec.loss, name=f"{act}, ηλ0 = {f:g} ({ph})", row=r, col=1, **kw)
         fig.add_scatter(x=rec.sharpness_step, y=rec.sharpness * lr / 2, row=r, col=2, name=ph,
                         **{**kw, "showlegend": False})
+        if "gn_sharpness" in rec:
+            fig.add_scatter(x=rec.response_step, y=rec.gn_sharpness * lr / 2, row=r, col=2,
+                            name=f"{act}, ηλ0 = {f:g}: Gauss-Newton λ_GN / (2/η)", legendgroup=f"{act}{f}gn",
+                            line=dict(color=COLORS[ph], dash="dashdot", width=1))
     fig.add_hline(y=1, line_dash="dash", line_color="black", row=r, col=2)
     fig.update_yaxes(type="log", title_text="loss", row=r, col=1)
     fig.update_yaxes(type="log", title_text="λ_t · η / 2", row=r, col=2)
@@ -273,14 +318,69 @@ for (act, f), rec in CURVES.items():
           f"L0 {loss[0]:.3g}  max L {loss.max():.3g} at step {t_peak}  final L {loss[-1]:.3g}  "
           f"λ/(2/η): start {lam[0] * lr / 2:.2f}, end {lam[-1] * lr / 2:.2f}")
 
+# the catapult runs step by step: when does the loss turn around, and when does λ cross 2/η?
+CATAPULT = {}
+print("\ncatapult runs, ηλ0 = 3 (λ = Hessian λ_max, λ_GN = Gauss-Newton λ_max, both in units of 2/η)")
+for act in ACTIVATIONS:
+    rec, lr = CURVES[act, 3.0], 3.0 / LAM0[act, 0]
+    loss = rec.loss.values
+    T = len(loss)
+    assert (rec.sharpness_step.values[:T] == rec.step.values).all() and (rec.response_step.values[:T] == rec.step.values).all()
+    lam = rec.sharpness.values[:T] * lr / 2
+    gn = rec.gn_sharpness.values[:T] * lr / 2
+    lin = rec.linear_next_loss.values[:T]
+    t_peak = int(np.argmax(loss))
+    t_cross = int(np.argmax(lam < 1))                   # first step with λ_t < 2/η
+    t_cross_gn = int(np.argmax(gn < 1))
+    maxima = [t for t in range(1, min(t_cross, T - 2) + 1) if loss[t] >= loss[t - 1] and loss[t] >= loss[t + 1]]
+    growth_after = float(np.max(loss[t_cross + 1:] / loss[t_cross:-1]))
+    # the first local minimum of the loss after the peak (the end of the first spike), or the last step
+    t_after = next((t for t in range(t_peak + 1, T - 1) if loss[t] <= loss[t - 1] and loss[t] <= loss[t + 1]), T - 1)
+    CATAPULT[act] = c = dict(peak_step=t_peak, peak_over_L0=float(loss[t_peak] / loss[0]), cross_step=t_cross,
+                             gn_cross_step=t_cross_gn, ratio_at_peak=float(lam[t_peak]),
+                             gn_ratio_at_peak=float(gn[t_peak]), next_over_peak=float(loss[t_peak + 1] / loss[t_peak]),
+                             linear_next_over_peak=float(lin[t_peak] / loss[t_peak]), loss_maxima=maxima,
+                             max_growth_after_cross=growth_after, end_ratio=float(lam[-1]),
+                             gn_ratio_start=float(gn[0]), after_first_step=t_after,
+                             gn_ratio_after_first=float(gn[t_after]))
+    print(f"{act}: loss peak at step {t_peak} (max L / L0 = {c['peak_over_L0']:.3g}); there λ/(2/η) = "
+          f"{c['ratio_at_peak']:.3f}, λ_GN/(2/η) = {c['gn_ratio_at_peak']:.3f}")
+    print(f"  the step at the peak: next loss / peak loss = {c['next_over_peak']:.3f} actual, "
+          f"{c['linear_next_over_peak']:.3f} if the outputs moved linearly")
+    print(f"  the first spike moves λ_GN/(2/η) from {c['gn_ratio_start']:.3f} (step 0) to "
+          f"{c['gn_ratio_after_first']:.3f} (step {t_after}: "
+          + ("the first loss minimum after the peak)" if t_after < T - 1 else
+             "the last step; the loss falls monotonically after the peak)"))
+    gap = t_cross - t_peak
+    print(f"  λ first below 2/η at step {t_cross} ({gap} step{'' if gap == 1 else 's'} after the peak), λ_GN at step "
+          f"{t_cross_gn}; local maxima of the loss up to then (step: L / L0): "
+          + ", ".join(f"{t}: {loss[t] / loss[0]:.3g}" for t in maxima))
+    print(f"  from step {t_cross} on: largest L_t+1 / L_t = {growth_after:.4f}; λ/(2/η) at the end {c['end_ratio']:.2f}")
 """)
 
 md(r"""
-In the lazy runs the loss curve is smooth and the sharpness line is flat. In the catapult runs the loss first climbs
-for a few dozen steps — the component along the top eigenvector grows by |1 − ηλ| > 1 per step — while the sharpness
-falls; as soon as λ_t crosses below 2/η (the dashed line) the growth stops and the loss drops fast. In the
-divergent runs the sharpness does not come down in time and the loss explodes until the run loop stops the run.
-The numbers below are computed from the sweep.
+In the lazy runs the loss curve is smooth and the sharpness line is flat. In the catapult runs the loss climbs for
+only a handful of steps (the printed peak step) — the residual along the top eigenvector grows by |1 − ηλ| > 1 per
+step — and it turns around while the Hessian's λ_t is still *above* 2/η (printed: λ/(2/η) at the peak). What ends
+the first growth differs between the two networks:
+
+* **ReLU**: at the peak the Gauss-Newton curvature λ_GN is already below 2/η, so even the linearised step lowers the
+  loss (printed); the Hessian's λ_max, whose residual term is large at the peak loss (printed max L / L₀), follows
+  within a step or two. That one spike throws the curvature far below the line (printed: λ_GN/(2/η) after it and
+  λ/(2/η) at the end).
+* **linear**: λ_GN is above 2/η at the peak too, and the linearised step would raise the loss further, but the
+  actual step lowers it (both printed). This network's output is bilinear in (v, W), so the difference between the
+  two is exactly the step's η² term. In the paper's solvable model, a two-layer linear network f = vᵀu/√n on one
+  example (take target 0 and loss f²/2; λ = (‖u‖² + ‖v‖²)/n), one GD step gives exactly
+  f_{t+1} = f_t (1 − ηλ_t + η² f_t²/n) and λ_{t+1} = λ_t − η f_t² (4 − ηλ_t)/n: a large f pulls the growth factor
+  back inside (−1, 1) while ηλ_t > 2. Here the
+  first spike leaves λ_GN above 2/η (printed), so the loss falls and rises again in smaller bounces (the printed
+  loss maxima), each lowering the curvature further, and λ_t crosses 2/η long after the first peak (55 steps later
+  in full mode).
+
+For both networks, crossing 2/η ends the catapult: from that step on the loss stops growing (printed: the largest
+L_{t+1}/L_t from the crossing on, 1.0000 or below) and it converges. In the divergent runs the sharpness does not come down in
+time and the loss explodes until the run loop stops the run. The numbers below are computed from the sweep.
 """)
 
 md(r"""
@@ -351,6 +451,7 @@ for act in ACTIVATIONS:
     results["activations"][act].update(lam0=[LAM0[act, s] for s in SEEDS], lazy_to_catapult=lc,
                                        catapult_to_diverged=cd)
 results["relu_activation_stats"] = ACT_STATS
+results["catapult_curves"] = CATAPULT
 print()
 for act in ACTIVATIONS:
     cat = [(f, SUMMARY[act, s]["peak"][i], SUMMARY[act, s]["sharp_ratio"][i]) for s in SEEDS
