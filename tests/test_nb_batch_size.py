@@ -25,3 +25,9 @@ def test_smaller_batches_end_flatter():
     for f in res["final"]:
         assert f["s_ratio"] <= 1.0, f
     assert mean[str(sizes[0])]["a_ratio"] < 0.9, mean[str(sizes[0])]
+    # the largest SGD batch ends at the edge of stability (a/(2/η) >= the printed threshold for every seed), the
+    # smallest inside it
+    sgd = [b for b in sizes if b < res["n_train"]]
+    ratios = {b: [f["a_ratio"] for f in res["final"] if f["batch_size"] == b] for b in sgd}
+    assert res["where"][str(sgd[-1])] == "edge" and min(ratios[sgd[-1]]) >= res["edge_threshold"], ratios
+    assert res["where"][str(sgd[0])] == "inside" and max(ratios[sgd[0]]) < res["edge_threshold"], ratios
