@@ -25,5 +25,14 @@ def test_phase_diagram_notebook():
     assert 0.85 <= hi <= 1.3, res["adam_edge"]                           # Adam at 38/η (Cohen et al. 2022)
     assert res["at_edge"]["GD"] and res["at_edge"]["Adam"]
     assert res["mom_vs_gd"] is True
+    # left of 2/λ0 every run is stable and ends at or just above its line, not far above it (edge of stability)
+    assert res["left_stable"] is True
+    assert res["left_ratio_max"] <= 1.1, res["left_ratio_per_batch"]
+    # GD at the largest η below 2/λ0 sharpens up to 2/η and stays within 10% of it (Cohen et al. 2021)
+    left_gd = res["left_gd"][str(max(lr for lr in res["lrs1"] if lr < two_over_lam0))]
+    assert left_gd is not None and 0.9 <= left_gd["min_after"] <= left_gd["max_after"] <= 1.1, left_gd
+    # Adam's raw sharpness is not held at a fixed multiple of 2/η (only the preconditioned one sits at 38/η)
+    raw_lo, raw_hi = res["adam_raw_range"]
+    assert raw_hi > 1 and raw_hi / raw_lo > 10, res["adam_raw_range"]
     n_cells = len(res["lrs1"]) * len(res["batches"]) * len(res["seeds"])
     assert res["resume"] == [0, n_cells]
