@@ -65,3 +65,13 @@ def test_real_models_notebook_quick_mode():
         assert ld["centre_is_minimum"], (key, "the trained network is not a local minimum of its own grid")
         assert 0 <= ld["nonconvex_fraction"] <= 1 and ld["spurious_minima"] == ld["local_minima"] - 1, (key, ld)
     assert res["verdict"] in ("noskip_rougher", "skip_rougher", "similar")
+
+    # where the non-convexity sits, and the convex-looking flag the prose relies on: consistent with the numbers
+    for key in ("skip", "noskip"):
+        ld = res["landscape"][key]
+        assert 0 <= ld["nonconvex_fraction_inner"] <= 1, (key, ld)
+        assert ld["convex_core_steps"] >= -1 and ld["convex_core_radius"] <= 1.0 + 1e-9, (key, ld)
+        assert ld["step_rise"] > 1, (key, ld)                        # the centre is a minimum: its neighbours are higher
+        assert ld["convex_looking"] == (ld["nonconvex_fraction"] < 0.1 and ld["spurious_minima"] == 0), (key, ld)
+        # the prose says: at these sizes neither surface is a convex-looking basin; over half the grid is non-convex
+        assert not ld["convex_looking"] and ld["nonconvex_fraction"] > 0.5, (key, ld)
