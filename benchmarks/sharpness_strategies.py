@@ -22,9 +22,7 @@ machine's load; it prints the load average anyway.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ import workbench as wb  # noqa: E402
 from workbench import curvature as C  # noqa: E402
 from workbench.probes.base import Probe, Var  # noqa: E402
 from workbench.probes.curvature import _refine_top, _top_eigs, gradient_difference_operator  # noqa: E402
-from sharpness_tracking import _load, _setup  # noqa: E402
+from sharpness_tracking import _load, _setup, model_args, run_models  # noqa: E402
 
 STRATEGIES = ("v1,v2,g", "v1,v2", "v1,g", "v1", "alternate")
 TOL = 1e-2            # the probe's default residual tolerance
@@ -112,29 +110,16 @@ def bench(name, args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="digits,conv")
+    model_args(ap)
     ap.add_argument("--strategies", default="v1+v2+g,v1+v2,v1+g,v1,alternate",
                     help="comma-separated; write a block's columns with + (v1+v2+g)")
-    ap.add_argument("--steps", type=int, default=2000, help="digits steps")
-    ap.add_argument("--conv-steps", type=int, default=300)
-    ap.add_argument("--conv-n", type=int, default=256)
-    ap.add_argument("--conv-width", type=int, default=16)
-    ap.add_argument("--lr-digits", type=float, default=0.04)
-    ap.add_argument("--lr-conv", type=float, default=2 / 130)
-    ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--refresh", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     for kind in args.strategies.split(","):
         if kind.replace("+", ",") not in STRATEGIES:
             names = ", ".join(s.replace(",", "+") for s in STRATEGIES)
             raise SystemExit(f"--strategies: unknown {kind!r}; choose from {names}")
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    print(f"torch {torch.__version__}, 1 thread, {_load()}")
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        bench(name, args)
-
+    run_models(args, bench)
 
 if __name__ == "__main__":
     main()

@@ -130,8 +130,8 @@ def _ctor(p):
     return cfg
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_args(ap):
+    """The models' arguments, shared with benchmarks/sharpness_strategies.py."""
     ap.add_argument("--models", default="digits,conv")
     ap.add_argument("--steps", type=int, default=2000, help="digits steps")
     ap.add_argument("--conv-steps", type=int, default=300)
@@ -142,17 +142,26 @@ def main(argv=None):
                     help="GD step size on the conv net (default 2/130: the stability threshold just below the "
                          "initial sharpness, about 138, so the run starts at the edge of stability)")
     ap.add_argument("--every", type=int, default=10)
-    ap.add_argument("--ref-every", type=int, default=100, help="reference probe interval (0: none)")
-    ap.add_argument("--repeats", type=int, default=1, help="timed repetitions (the best is reported)")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+
+
+def run_models(args, bench, threads: int = 1):
+    """``bench(name, args)`` for each of ``--models`` with ``threads`` torch threads, warnings off."""
+    torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {_load()}")
+    print(f"torch {torch.__version__}, {threads} thread(s), {_load()}")
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         bench(name, args)
 
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_args(ap)
+    ap.add_argument("--ref-every", type=int, default=100, help="reference probe interval (0: none)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed repetitions (the best is reported)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    run_models(args, bench, args.threads)
 
 if __name__ == "__main__":
     main()
