@@ -17,6 +17,11 @@ def test_quickstart_executes():
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "test accuracy after" in outputs and "saved and reloaded" in outputs
     assert "lr=0.21: diverged" in outputs and "lr=0.19: finished" in outputs
+    # the distance from initialisation grows sublinearly and flattens on the log-step axis, as the prose says
+    m = re.search(r"gained per step: ([\d.]+) over steps 0-\d+, ([\d.]+) over", outputs)
+    assert m and float(m.group(2)) < float(m.group(1)) / 2
+    gains = [float(g) for g in re.findall(r"\d+->\d+: ([\d.]+)", outputs)]
+    assert len(gains) >= 2 and gains[-1] < gains[0]
     # the inline dashboard must render without internet: Panel's and Bokeh's JavaScript travel in the notebook,
     # not as <script src="https://cdn..."> tags
     rich = "".join(str(o.get("data", {})) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
