@@ -169,5 +169,18 @@ def test_zeroth_order_probe_cosine_matches_direct_computation():
 
 @pytest.mark.slow
 def test_notebook_05_runs():
+    import re
     from nbutil import run_notebook
-    run_notebook("notebooks/05_optimizer_trajectories.ipynb")
+    nb = run_notebook("notebooks/05_optimizer_trajectories.ipynb")
+    out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    # Rastrigin: every method but SAM ends in the basin gradient descent rolls into; SAM (lr above 2/lambda of the
+    # local minima) hops basins and ends with the highest f; gradient descent at SAM's lr bounces in the start's basin
+    assert "gradient descent ends in the basin of (3, -2)" in out
+    assert "; elsewhere: sam\n" in out and "(the race's highest: sam)" in out
+    assert "control, gd at sam's lr 0.01: basins in order (3, -2);" in out
+    lam = float(re.search(r"largest Hessian eigenvalue at that local minimum: (\d+)", out).group(1))
+    assert 0.01 > 2 / lam
+    # the saddle (section 3): gradient descent and SAM with rho = 0.05 escape, SAM with rho = 0.3 is drawn in
+    assert re.search(r"gd +final .*: escaped along y", out)
+    assert re.search(r"sam ρ=0.05 +final .*never inside the disc ‖θ‖ < ρ: escaped along y", out)
+    assert re.search(r"sam ρ=0.3 +final .*inside the disc ‖θ‖ < ρ from step \d+: drawn into the saddle", out)

@@ -22,8 +22,9 @@ into a run — or into the dashboard — is a change of name. What this notebook
    (Chen et al. 2023, *Symbolic Discovery of Optimization Algorithms*; Chen, Liu, Liang, Liu 2023, *Lion secretly
    solves constrained optimization, as Lyapunov predicts*).
 3. **SAM at a saddle** (Foret et al. 2021): the ascent step e = ρ g/‖g‖ points *up* the negative-curvature
-   direction too, so close to a saddle SAM's effective gradient along it changes sign — the saddle attracts SAM
-   where gradient descent escapes.
+   direction too, so within distance ρ of a saddle SAM's effective gradient along it changes sign. SAM is drawn
+   into the saddle when it gets that close (a large ρ, or a start close to the ridge) and escapes like gradient
+   descent when it does not.
 4. **The same optimizers on digits-mlp**, loss curves side by side.
 
 **Run time**: 30 s in full mode on a 2-core CPU (measured); set `WORKBENCH_QUICK=1` for a fast pass (fewer steps,
@@ -31,7 +32,7 @@ smaller model).
 """)
 
 code(r"""
-import os, math, time
+import os, math, time, itertools
 import numpy as np
 import torch
 import plotly.graph_objects as go
@@ -77,6 +78,9 @@ LR = {
     "rastrigin":  {"gd": 1e-3, "sgd": 1e-3, "adam": 0.1, "lion": 0.03, "adan": 0.1, "sam": 0.01, "ngd": 0.03,
                    "dog": 1.0, "zo_sgd": 1e-3},
 }
+
+
+races = {}   # function name -> (problem, paths), filled by the four race cells below
 
 
 def race(fn, steps=STEPS_2D):
@@ -149,9 +153,61 @@ def scoreboard(prob, paths):
 
 for fn, log in (("rosenbrock", True), ("himmelblau", True), ("saddle", False), ("rastrigin", False)):
     code(f"""
-prob, paths = race({fn!r})
+prob, paths = races[{fn!r}] = race({fn!r})
 scoreboard(prob, paths)
 race_figure(prob, paths, log={log})
+""")
+
+code(r"""
+# the facts the next cell states about the saddle and Rastrigin races, computed from the paths above
+prob, paths = races["saddle"]
+rho = RACERS["sam"][1]["rho"]
+p = paths["sam"][0]
+r = np.linalg.norm(p, axis=1)                      # distance from the saddle at the origin
+inside = np.flatnonzero(r < rho)
+if len(inside):
+    stays = bool((r[inside[0]:] < rho).all())
+    print(f"saddle race: sam (rho = {rho}) starts at ({p[0][0]:.3g}, {p[0][1]:.3g}), within rho of the saddle from "
+          f"step {inside[0]}, {'and stays there' if stays else 'but leaves again'}; final distance {r[-1]:.2g}")
+else:
+    print(f"saddle race: sam (rho = {rho}) starts at ({p[0][0]:.3g}, {p[0][1]:.3g}) and has not come within rho of "
+          f"the saddle after {len(p) - 1} steps (closest: {r.min():.3f}; its y is still {p[-1][1]:.2g})")
+
+def basin(q):      # Rastrigin's local minima sit next to the integer points, in cells of width 1 around them
+    return tuple(int(v) for v in np.round(q))
+
+prob, paths = races["rastrigin"]
+gd_end = paths["gd"][0][-1]
+home = basin(gd_end)                                # the basin gradient descent rolls into from the start
+f_end = {n: float(prob.function(torch.tensor(q[-1], dtype=torch.float64))) for n, (q, _) in paths.items()}
+trapped = sorted(n for n, (q, _) in paths.items() if basin(q[-1]) == home)
+escaped = sorted(set(paths) - set(trapped))
+x0 = paths["gd"][0][0]
+print(f"rastrigin: start ({x0[0]:.2f}, {x0[1]:.2f}), on the corner of four basins; gradient descent ends in the basin "
+      f"of {home}")
+print(f"  ended in that basin: {', '.join(trapped)}; elsewhere: {', '.join(escaped)}")
+H = torch.autograd.functional.hessian(prob.function, torch.tensor(gd_end, dtype=torch.float64))
+lam = float(torch.linalg.eigvalsh(H).max())
+print(f"  largest Hessian eigenvalue at that local minimum: {lam:.0f} -> gradient steps are stable only for "
+      f"lr < 2/lambda = {2 / lam:.4f}")
+p, lr_sam = paths["sam"][0], LR["rastrigin"]["sam"]
+seq = [k for k, _ in itertools.groupby(basin(q) for q in p[1:])]     # p[0] is on a corner: no basin
+step_len = np.linalg.norm(np.diff(p, axis=0), axis=1)
+print(f"  sam (lr {lr_sam}, rho {rho}): ends at ({p[-1][0]:.3f}, {p[-1][1]:.3f}), {np.linalg.norm(p[-1] - p[0]):.2f} "
+      f"from its start, f = {f_end['sam']:.2f} (the race's highest: {max(f_end, key=f_end.get)}); "
+      f"median step over the last {min(50, len(step_len))} steps {np.median(step_len[-50:]):.2f}")
+print(f"  sam's basins in order: {' -> '.join(map(str, seq))} ({len(seq) - 1} changes); its last basin is "
+      f"{np.linalg.norm(seq[-1]):.2f} from the global minimum (0, 0), the start's basin {np.linalg.norm(home):.2f}")
+ctrl = wb.train(prob, optimizer="gd", lr=lr_sam, steps=STEPS_2D, progress=False,
+                probes=[wb.probes.Trajectory(every=1)]).record.trajectory.values
+ctrl_len = np.linalg.norm(np.diff(ctrl, axis=0), axis=1)
+ctrl_seq = [k for k, _ in itertools.groupby(basin(q) for q in ctrl[1:])]
+print(f"  control, gd at sam's lr {lr_sam}: basins in order {' -> '.join(map(str, ctrl_seq))}; ends at "
+      f"({ctrl[-1][0]:.3f}, {ctrl[-1][1]:.3f}), median step over the last {min(50, len(ctrl_len))} steps "
+      f"{np.median(ctrl_len[-50:]):.2f}")
+assert escaped == ["sam"] and max(f_end, key=f_end.get) == "sam" and len(seq) > 2 and lr_sam > 2 / lam
+assert ctrl_seq == [home] and np.median(ctrl_len[-50:]) > 0.5 and np.median(step_len[-50:]) > 0.5
+assert np.linalg.norm(seq[-1]) < np.linalg.norm(home)
 """)
 
 md(r"""
@@ -161,8 +217,15 @@ steep valley walls) and SAM crawl along it; normalized GD moves at constant spee
 most methods roll from the origin into the minimum at (3, 2); heavy-ball momentum overshoots into the one at
 (3.58, −1.85). On the **saddle** (unbounded below) the adaptive and sign-based methods escape along y fastest
 because they normalise the tiny y-gradient; DoG's step grows with the distance travelled, so on an unbounded
-function it runs away; SAM stays at the saddle (section 3). **Rastrigin** traps every local method in a nearby
-basin.
+function it runs away. SAM (ρ = 0.05), started 10⁻³ from the ridge y = 0, gets within ρ of the saddle before it
+has drifted off the ridge and is then held there (section 3 says why, and when SAM escapes instead); quick mode's
+80 steps end before it arrives. On **Rastrigin** every method but SAM ends in the basin of the local minimum next
+to the start, (2.985, −1.990), the one gradient descent rolls into (printed above). SAM is not trapped: its lr = 0.01 is
+above the stability limit 2/λ ≈ 0.005 of the local minima (λ ≈ 396 there, printed above), so it never settles:
+it keeps taking steps of about 0.6, more than a basin's half-width of 0.5. Gradient descent at that same lr also
+keeps bouncing (the printed control), but inside the start's basin; SAM's ascent step (length ρ) knocks its
+bounce off that cycle, so now and then a step carries it over a ridge into the next basin. It hops through
+several basins, mostly towards the global minimum, and, caught mid-bounce, ends with the highest f of the race.
 """)
 
 md(r"""
@@ -205,8 +268,13 @@ md(r"""
 ## 3 · SAM at a saddle
 
 On f(x, y) = x² − y² the gradient is g = (2x, −2y). SAM evaluates the gradient at θ + e with e = ρ g/‖g‖, so its
-y-component is −2y(1 − 2ρ/‖g‖): once ‖g‖ < 2ρ the push away from the saddle along y *reverses* and SAM is drawn
-into the saddle, while gradient descent (growth factor 1 + 2·lr per step along y) escapes. `SAMProbe` records
+y-component is −2y(1 − 2ρ/‖g‖). Since ‖g‖ = 2‖θ‖, the push away from the saddle along y *reverses* inside the
+disc ‖θ‖ < ρ: SAM is drawn into the saddle if it enters that disc, while gradient descent (growth factor
+1 + 2·lr per step along y) escapes from any start off the ridge y = 0. Whether SAM gets in depends on ρ and on the start. From (−1.5, 0.05)
+below, |y| is already ρ = 0.05 at the start and grows while x shrinks, so SAM with ρ = 0.05 never enters the disc
+and escapes like gradient descent (a little more slowly); with ρ = 0.3 it enters the disc while x contracts and is
+drawn into the saddle. (In the race above, SAM with ρ = 0.05 started at y₀ = 10⁻³, close enough to the ridge to
+get in.) The cell prints, for each run, its closest approach to the saddle and where it ends. `SAMProbe` records
 the ascent points and ‖e‖ every step.
 """)
 
@@ -221,6 +289,7 @@ for rho in (0.05, 0.3):
 fig = make_subplots(rows=1, cols=2, subplot_titles=("paths on x² − y² (dots: SAM ascent points)", "|y| vs step"))
 fig.add_trace(contour(prob, log=False), row=1, col=1)
 cols = {"gd": "#1f77b4", "sam ρ=0.05": "#2ca02c", "sam ρ=0.3": "#d62728"}
+verdicts = {}
 for name, run in runs.items():
     tr = run.record.trajectory.values
     fig.add_scatter(x=tr[:, 0], y=tr[:, 1], mode="lines", line=dict(color=cols[name]), name=name, row=1, col=1)
@@ -230,7 +299,19 @@ for name, run in runs.items():
                         showlegend=False, row=1, col=2 - 1)
     fig.add_scatter(x=np.arange(len(tr)), y=np.abs(tr[:, 1]), mode="lines", line=dict(color=cols[name]),
                     showlegend=False, row=1, col=2)
-    print(f"{name:12s} final (x, y) = {tr[-1].round(4)}")
+    r = np.linalg.norm(tr, axis=1)
+    rho = float(name.split("=")[1]) if name.startswith("sam") else None
+    if abs(tr[-1, 1]) > 2:
+        verdict = f"escaped along y (|y_T| = {abs(tr[-1, 1]):.3g})"
+    elif rho is not None and r[-1] < rho:
+        verdict = f"drawn into the saddle (‖θ_T‖ = {r[-1]:.2g})"
+    else:
+        verdict = "neither"
+    inside = "" if rho is None else (f", inside the disc ‖θ‖ < ρ from step {np.flatnonzero(r < rho)[0]}"
+                                     if (r < rho).any() else ", never inside the disc ‖θ‖ < ρ")
+    print(f"{name:12s} final (x, y) = {tr[-1].round(4)}; closest to the saddle {r.min():.3f}{inside}: {verdict}")
+    verdicts[name] = verdict.split(" (")[0]
+assert verdicts == {"gd": "escaped along y", "sam ρ=0.05": "escaped along y", "sam ρ=0.3": "drawn into the saddle"}
 fig.update_yaxes(type="log", row=1, col=2)
 fig.update_xaxes(range=[-2, 2], row=1, col=1)
 fig.update_yaxes(range=[-2, 2], row=1, col=1)
