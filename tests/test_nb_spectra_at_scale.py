@@ -29,6 +29,18 @@ def test_spectra_at_scale_notebook_quick_mode():
         assert vals == sorted(vals, reverse=True) and vals[0] > 0, name
         assert abs(t["density_integral"] - 1) < 1e-3, name
     assert math.isclose(res["ratio_train_eval"], res["top"]["bn train"]["values"][0] / res["top"]["bn eval"]["values"][0])
+    # the prose: eval-mode lambda_max of the BatchNorm net several times its train-mode one, both above the
+    # BatchNorm-free net's; the Lanczos error bound a tiny fraction of lambda_max; about half the density below zero
+    lam = {name: t["values"][0] for name, t in res["top"].items()}
+    assert lam["bn eval"] > 2 * lam["bn train"] and lam["bn train"] > lam["no bn"], lam
+    assert res["ratio_train_eval"] < 0.5 and res["ratio_nobn_bn"] < 0.5
+    assert res["lambda_err"] < 1e-3
+    assert all(abs(t["negative_mass"] - 0.5) < 0.1 for t in res["top"].values())
+    # the BatchNorm-free net is still at chance (accuracy and loss); its BatchNorm twin is better than chance
+    assert res["at_chance"] is True
+    assert abs(res["train"]["nobn"]["acc_eval"] - res["chance"]) < 0.1
+    assert res["train"]["bn"]["acc_eval"] > res["train"]["nobn"]["acc_eval"]
+    assert res["train"]["bn"]["loss_eval"] < res["train"]["nobn"]["loss_eval"]
 
     # per-stage blocks: converged, cover every parameter once, and none exceeds lambda_max of the whole Hessian
     for name, b in res["blocks"].items():
