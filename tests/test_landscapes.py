@@ -592,3 +592,53 @@ def test_notebook_runs_in_quick_mode(name):
     nb = run_notebook(ROOT / "notebooks" / name)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    if name.startswith("01_"):
+        _check_notebook_01(nb)
+    if name.startswith("08_"):
+        _check_notebook_08(nb)
+
+
+def _check_notebook_01(nb):
+    """The claims of notebook 01's prose, on its quick-mode outputs."""
+    from nbutil import notebook_results
+
+    r = notebook_results(nb)
+    assert r["quick"]
+    # section 2: the surface's cost per grid point in forward passes over the same data (measured 2.8 quick,
+    # full mode: see the notebook); a loose bound, this is a timing
+    assert 0 < r["forward_passes_per_grid_point"] < 50
+    # section 3: raw directions see the rescaling, filter-normalized ones do not; one color scale per figure
+    assert r["scale_diff"]["none"] > 0.5 and r["scale_diff"]["filter"] < 1e-3
+    assert r["color_scales"] == {"none": 1, "filter": 1}
+    # section 4: each path is nearly planar on its own (measured >= 0.99), a random plane holds next to nothing
+    # (<= 0.009); the shared plane holds the least of the run that travels least (GD: 0.09 quick), most of
+    # whose displacement is off the plane; the shared start is each path's distance from the plane at step 0
+    paths = r["paths"]
+    assert all(p["own"] > 0.9 and p["random"] < 0.05 for p in paths.values())
+    least = min(paths, key=lambda k: paths[k]["moved"])
+    assert least == "gd"
+    assert paths["gd"]["shared"] == min(p["shared"] for p in paths.values()) and paths["gd"]["shared"] < 0.5
+    assert paths["gd"]["disp_off"] > paths["gd"]["disp_in"]
+    assert paths["gd"]["length_in"] < 0.5 * paths["gd"]["length"]
+    assert len({round(p["start_off"], 6) for p in paths.values()}) == 1
+    assert paths["gd"]["start_farthest"]
+
+
+def _check_notebook_08(nb):
+    """The claims of notebook 08's prose, on its quick-mode outputs."""
+    import re
+
+    out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    # the takeaway names how the curve is trained: Adam, lr 0.01, mini-batches of 128, 300 steps in quick mode
+    assert "trained the curve's control point with adam (lr 0.01, mini-batches of 128) for 300 steps" in out
+    m = re.search(r"Bezier barrier: train ([\d.]+), test ([\d.]+) \(linear: ([\d.]+), ([\d.]+)\)", out)
+    assert m, "the notebook prints the Bezier and linear barriers"
+    bz_train, bz_test, lin_train, lin_test = map(float, m.groups())
+    assert bz_train < lin_train / 5 and bz_test < lin_test / 5 and lin_train > 1
+    # BatchNorm: the stale path starts at model a but its end is far from b's own loss; the recomputed path's ends
+    # differ from the models' own losses (running statistics) by much less
+    own = [float(x) for x in re.search(r"own losses \(their running statistics\): ([\d.]+), ([\d.]+)", out).groups()]
+    fresh = [float(x) for x in re.search(r"recomputed on the training data: ([\d.]+), ([\d.]+)", out).groups()]
+    stale = [float(x) for x in re.search(r"model a's statistics everywhere: +([\d.]+), ([\d.]+)", out).groups()]
+    assert stale[0] == pytest.approx(own[0], abs=1e-3)
+    assert abs(stale[1] - own[1]) > 10 * abs(fresh[1] - own[1]) and stale[1] > 10 * own[1]
