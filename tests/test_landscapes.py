@@ -604,9 +604,9 @@ def _check_notebook_01(nb):
 
     r = notebook_results(nb)
     assert r["quick"]
-    # section 2: the surface's cost per grid point in forward passes over the same data (measured 2.8 quick,
-    # full mode: see the notebook); a loose bound, this is a timing
-    assert 0 < r["forward_passes_per_grid_point"] < 50
+    # section 2: the surface's cost per grid point in forward passes over the same data is measured and printed
+    # (2.8 quick, 2-2.5 full mode here); a timing, so no threshold: only that it was measured
+    assert math.isfinite(r["forward_passes_per_grid_point"]) and r["forward_passes_per_grid_point"] > 0
     # section 3: raw directions see the rescaling, filter-normalized ones do not; one color scale per figure
     assert r["scale_diff"]["none"] > 0.5 and r["scale_diff"]["filter"] < 1e-3
     assert r["color_scales"] == {"none": 1, "filter": 1}
