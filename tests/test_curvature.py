@@ -218,6 +218,29 @@ def test_eigs_thick_restart_on_known_spectrum():
     assert op.n_matvec == res.n_matvec
 
 
+@pytest.mark.parametrize("k,guard,basis", [(1, 0, 2), (1, 0, 3), (2, 1, 6), (3, 1, 8), (3, 0, 7)])
+def test_eigs_smallest_basis_restarts_on_known_spectrum(k, guard, basis):
+    """The smallest bases (memory-lean solves: 2 (k + guard), and a little more): the buffers hold max_basis rows,
+    the solve restarts before each expansion, and it still converges to the known top-k."""
+    n = 120
+    lam = torch.linspace(1.0, -1.0, n, dtype=torch.float64) ** 3 * 5
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(k), dtype=torch.float64))
+    A = Q @ torch.diag(lam) @ Q.T
+    op = LinearOperator(lambda v: A @ v, n, dtype=torch.float64)
+    res = eigs(op, k=k, guard=guard, tol=1e-8, max_basis=basis, max_iter=20000, warn=False)
+    assert res.converged and res.n_restarts > 0
+    torch.testing.assert_close(res.values, lam[:k], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("k,guard,basis", [(1, 0, 1), (2, 1, 5), (3, 1, 7), (3, 0, 5)])
+def test_eigs_basis_too_small_to_converge_is_a_clear_error(k, guard, basis):
+    op = LinearOperator(lambda v: 2.0 * v, 50, dtype=torch.float64)
+    need = max(2 * (k + guard), k + guard + 1)
+    with pytest.raises(ValueError, match=rf"max_basis={basis} is out of range: max_basis must be an integer in "
+                                         rf"\[{need}, inf\)"):
+        eigs(op, k=k, guard=guard, max_basis=basis)
+
+
 # -- bad input -----------------------------------------------------------------------------------------------------
 def test_bad_inputs_raise_clear_errors():
     model, batch = _tiny()

@@ -167,7 +167,10 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     max_iter: most operator products (default ``max(300, 30 k)``, capped at ``size + k``).
     v0: warm start: a vector ``(n,)`` or a subspace ``(n, m)`` (e.g. the previous call's ``vectors``).
     seed: seeds the random start vector when ``v0`` is None.
-    max_basis: basis size that triggers a thick restart (default ``max(2k + 30, 60)``, capped at ``size``).
+    max_basis: basis size that triggers a thick restart (default ``max(2k + 30, 60)``, capped at ``size``); at least
+        ``2 (k + guard)`` (the smallest basis that can declare convergence; ``3`` for the lean top-1 with ``k = 1``),
+        else a ValueError. The basis and its image are held as ``max_basis`` rows each: the memory of ``2 max_basis``
+        vectors, plus the product's own.
     guard: extra Ritz pairs (beyond ``k``) that must meet the tolerance too before the iteration stops; they are not
         returned. A residual test cannot see a *late* eigenvalue: when the start vector is nearly orthogonal to
         the eigenvector of lambda_k, the k-th Ritz value converges to lambda_{k+1} with a small residual, and only
@@ -209,7 +212,9 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     max_iter = check_int("max_iter", max_iter, low=1, allow_none=True)
     if max_iter is None:
         max_iter = min(max(300, 30 * k), n + k)
-    max_basis = check_int("max_basis", max_basis, low=k + 1 if n > k else k, allow_none=True)
+    # convergence is declared only once the basis holds 2 (k + guard) vectors (see above): a smaller basis, always
+    # restarted below that, could never converge and would spend max_iter products before saying so
+    max_basis = check_int("max_basis", max_basis, low=min(n, max(2 * k, k + 1)), allow_none=True)
     if max_basis is None:
         max_basis = max(2 * k + 30, 60)
     max_basis = min(max_basis, n)
@@ -235,9 +240,10 @@ def eigs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, max_iter: int | N
     W0 = op.matmat(Q) if Q.shape[1] > 1 else op.matvec(Q[:, 0]).reshape(n, 1)
     n_mv += Q.shape[1]
     # basis and image buffers, one vector per row (contiguous), used through transposed (n, m) views; they grow
-    # by doubling up to max_basis + 1 rows (no per-step concatenation, and a solve that converges early - top-1
-    # typically within 20-40 products - holds only the rows it used, not the whole restart capacity)
-    cap = max_basis + 1
+    # by doubling up to max_basis rows (no per-step concatenation, and a solve that converges early - top-1
+    # typically within 20-40 products - holds only the rows it used, not the whole restart capacity). max_basis
+    # rows are enough: the basis is restarted to fewer than max_basis vectors before it grows by one
+    cap = max_basis
     m = Q.shape[1]
     rows = min(cap, max(m + 1, 16))
     Qb = torch.empty(rows, n, device=dev, dtype=dt)
