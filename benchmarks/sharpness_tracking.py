@@ -163,5 +163,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     run_models(args, bench, args.threads)
 
+
 if __name__ == "__main__":
     main()
